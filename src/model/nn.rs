@@ -1,0 +1,173 @@
+//! The CPU reference's building blocks: named parameters, `Linear`, `LayerNorm`, GELU,
+//! softmax and cross-entropy, in plain loops. Activations are row-major `[T, features]`.
+
+use super::error::Result;
+use super::weights::VarBuilder;
+
+/// One tensor of the model, under its HF `ViTForImageClassification` name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Param {
+    pub fn load(vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Self> {
+        Ok(Self {
+            name: vb.pp(name).path_name(),
+            shape: shape.to_vec(),
+            data: vb.get(name, shape)?,
+        })
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// `y = x W^T + b` with `W` as `[out, in]` (PyTorch's layout).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Param,
+    pub bias: Option<Param>,
+}
+
+impl Linear {
+    pub fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        Ok(Self {
+            weight: Param::load(vb, "weight", &[out_dim, in_dim])?,
+            bias: if bias {
+                Some(Param::load(vb, "bias", &[out_dim])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// A freshly initialised layer (weights `N(0, std^2)` from `normal`, zero bias).
+    pub fn init(name: &str, in_dim: usize, out_dim: usize, mut normal: impl FnMut() -> f32, std: f32) -> Self {
+        Self {
+            weight: Param {
+                name: format!("{name}.weight"),
+                shape: vec![out_dim, in_dim],
+                data: (0..in_dim * out_dim).map(|_| std * normal()).collect(),
+            },
+            bias: Some(Param {
+                name: format!("{name}.bias"),
+                shape: vec![out_dim],
+                data: vec![0.0; out_dim],
+            }),
+        }
+    }
+
+    /// Input width; the weight may keep a conv shape `[out, C, kh, kw]` (the patch projection).
+    pub fn in_dim(&self) -> usize {
+        self.weight.numel() / self.out_dim()
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight.shape[0]
+    }
+
+    /// `x`: `[T, in]` -> `[T, out]`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let (din, dout) = (self.in_dim(), self.out_dim());
+        let t = x.len() / din;
+        let mut y = vec![0.0f32; t * dout];
+        for r in 0..t {
+            let xr = &x[r * din..(r + 1) * din];
+            for o in 0..dout {
+                let w = &self.weight.data[o * din..(o + 1) * din];
+                let mut acc = self.bias.as_ref().map_or(0.0, |b| b.data[o]);
+                for i in 0..din {
+                    acc += xr[i] * w[i];
+                }
+                y[r * dout + o] = acc;
+            }
+        }
+        y
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
+    }
+}
+
+/// LayerNorm over the last dimension, statistics in f64.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Param,
+    pub bias: Param,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: Param::load(vb, "weight", &[dim])?,
+            bias: Param::load(vb, "bias", &[dim])?,
+            eps,
+        })
+    }
+
+    /// `x`: `[T, D]` -> `[T, D]`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.weight.numel();
+        let mut y = vec![0.0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            for i in 0..d {
+                yr[i] = (((xr[i] as f64 - mean) * inv) as f32) * self.weight.data[i] + self.bias.data[i];
+            }
+        }
+        y
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        vec![&self.weight, &self.bias]
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+}
+
+/// Exact GELU: `x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))`.
+pub fn gelu(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// Softmax in place over a row.
+pub fn softmax_inplace(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    for v in row.iter_mut() {
+        *v = (*v as f64 / sum) as f32;
+    }
+}
+
+/// Softmax of a row of logits.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let mut p = logits.to_vec();
+    softmax_inplace(&mut p);
+    p
+}
+
+/// Cross-entropy of one sample: `logsumexp(z) - z_y`.
+pub fn cross_entropy(logits: &[f32], label: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + logits.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
+    (lse - logits[label] as f64) as f32
+}

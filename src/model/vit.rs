@@ -1,0 +1,440 @@
+//! The CPU reference forward of HF `ViTForImageClassification`: one struct per HF submodule,
+//! weights under HF names, plain loops. This is the oracle every other path is tested against.
+//!
+//! Shapes, per image: `T = 1 + num_patches` tokens, `D = hidden_size`, `I = intermediate_size`,
+//! `H` heads of `D / H`. Pixels are `[C, H_img, W_img]` after preprocessing.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+use super::config::ViTConfig;
+use super::error::{ModelError, Result};
+use super::nn::{gelu, softmax_inplace, LayerNorm, Linear, Param};
+use super::weights::VarBuilder;
+
+/// Where a linear layer sits; perturbation and gradient code address layers by site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinearSite {
+    /// The patch projection (a conv with stride = kernel, i.e. a linear map of each patch).
+    PatchEmbed,
+    Query(usize),
+    Key(usize),
+    Value(usize),
+    AttnOut(usize),
+    Fc1(usize),
+    Fc2(usize),
+    Classifier,
+}
+
+/// Observes (and may modify) a forward pass. All methods default to doing nothing.
+pub trait ForwardHook {
+    /// After each linear layer: its input `[T, in]` and output `[T, out]` (bias included).
+    /// Adding noise to `output` is the likelihood-ratio estimator's activation perturbation.
+    fn linear(&mut self, _site: LinearSite, _input: &[f32], _output: &mut [f32]) {}
+    /// The residual stream: index 0 after the embeddings, `i + 1` after block `i` (`[T, D]`).
+    fn hidden(&mut self, _index: usize, _hidden: &[f32]) {}
+}
+
+/// A hook that does nothing.
+pub struct NoHook;
+impl ForwardHook for NoHook {}
+
+/// Records the residual stream (HF's `hidden_states`) and the final LayerNorm output.
+#[derive(Default)]
+pub struct HiddenRecorder {
+    pub hidden_states: Vec<Vec<f32>>,
+}
+impl ForwardHook for HiddenRecorder {
+    fn hidden(&mut self, index: usize, hidden: &[f32]) {
+        if self.hidden_states.len() <= index {
+            self.hidden_states.resize(index + 1, Vec::new());
+        }
+        self.hidden_states[index] = hidden.to_vec();
+    }
+}
+
+fn linear(layer: &Linear, site: LinearSite, x: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+    let mut y = layer.forward(x);
+    hook.linear(site, x, &mut y);
+    y
+}
+
+/// `vit.embeddings.patch_embeddings`: the projection conv, held as a linear map of patch vectors
+/// ordered `(c, dy, dx)` like the conv weight `[D, C, p_h, p_w]`.
+#[derive(Debug, Clone)]
+pub struct ViTPatchEmbeddings {
+    pub projection: Linear,
+    channels: usize,
+    patch: (usize, usize),
+    image: (usize, usize),
+}
+
+impl ViTPatchEmbeddings {
+    pub fn load(cfg: &ViTConfig, vb: &VarBuilder) -> Result<Self> {
+        let (ph, pw) = cfg.patch_size.hw();
+        let vb = vb.pp("projection");
+        let c = cfg.num_channels;
+        let d = cfg.hidden_size;
+        let weight = Param::load(&vb, "weight", &[d, c, ph, pw])?;
+        let bias = Param::load(&vb, "bias", &[d])?;
+        Ok(Self {
+            projection: Linear {
+                weight,
+                bias: Some(bias),
+            },
+            channels: c,
+            patch: (ph, pw),
+            image: cfg.image_size.hw(),
+        })
+    }
+
+    /// Patch vectors `[num_patches, C * p_h * p_w]`, patches in row-major grid order.
+    pub fn patches(&self, pixels: &[f32]) -> Vec<f32> {
+        let (ih, iw) = self.image;
+        let (ph, pw) = self.patch;
+        let (gh, gw) = (ih / ph, iw / pw);
+        let mut out = Vec::with_capacity(pixels.len());
+        for gy in 0..gh {
+            for gx in 0..gw {
+                for c in 0..self.channels {
+                    for dy in 0..ph {
+                        for dx in 0..pw {
+                            out.push(pixels[(c * ih + gy * ph + dy) * iw + gx * pw + dx]);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `[C, H, W]` -> `[num_patches, D]`.
+    pub fn forward(&self, pixels: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        linear(&self.projection, LinearSite::PatchEmbed, &self.patches(pixels), hook)
+    }
+}
+
+/// `vit.embeddings`: patch projection, CLS token, position embeddings.
+#[derive(Debug, Clone)]
+pub struct ViTEmbeddings {
+    pub cls_token: Param,
+    pub position_embeddings: Param,
+    pub patch_embeddings: ViTPatchEmbeddings,
+}
+
+impl ViTEmbeddings {
+    pub fn load(cfg: &ViTConfig, vb: &VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(Self {
+            cls_token: Param::load(vb, "cls_token", &[1, 1, d])?,
+            position_embeddings: Param::load(vb, "position_embeddings", &[1, cfg.seq_len(), d])?,
+            patch_embeddings: ViTPatchEmbeddings::load(cfg, &vb.pp("patch_embeddings"))?,
+        })
+    }
+
+    /// `[C, H, W]` -> `[T, D]`: CLS token first, then the patches, plus position embeddings.
+    pub fn forward(&self, pixels: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let mut x = self.cls_token.data.clone();
+        x.extend(self.patch_embeddings.forward(pixels, hook));
+        for (v, p) in x.iter_mut().zip(&self.position_embeddings.data) {
+            *v += p;
+        }
+        x
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = vec![&self.cls_token, &self.position_embeddings];
+        p.extend(self.patch_embeddings.projection.params());
+        p
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = vec![&mut self.cls_token, &mut self.position_embeddings];
+        p.extend(self.patch_embeddings.projection.params_mut());
+        p
+    }
+}
+
+/// `attention.attention`: Q, K, V projections and scaled dot-product attention per head.
+#[derive(Debug, Clone)]
+pub struct ViTSelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    heads: usize,
+}
+
+impl ViTSelfAttention {
+    pub fn load(cfg: &ViTConfig, vb: &VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(Self {
+            query: Linear::load(&vb.pp("query"), d, d, cfg.qkv_bias)?,
+            key: Linear::load(&vb.pp("key"), d, d, cfg.qkv_bias)?,
+            value: Linear::load(&vb.pp("value"), d, d, cfg.qkv_bias)?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    /// `[T, D]` -> context `[T, D]`, heads side by side (`column = head * head_dim + j`).
+    pub fn forward(&self, x: &[f32], layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let q = linear(&self.query, LinearSite::Query(layer), x, hook);
+        let k = linear(&self.key, LinearSite::Key(layer), x, hook);
+        let v = linear(&self.value, LinearSite::Value(layer), x, hook);
+        let d = self.query.out_dim();
+        let t = x.len() / self.query.in_dim();
+        let hd = d / self.heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut ctx = vec![0.0f32; t * d];
+        let mut scores = vec![0.0f32; t];
+        for h in 0..self.heads {
+            let off = h * hd;
+            for i in 0..t {
+                let qi = &q[i * d + off..i * d + off + hd];
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let kj = &k[j * d + off..j * d + off + hd];
+                    *s = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                }
+                softmax_inplace(&mut scores);
+                let out = &mut ctx[i * d + off..i * d + off + hd];
+                for (j, &p) in scores.iter().enumerate() {
+                    for (o, &vv) in out.iter_mut().zip(&v[j * d + off..j * d + off + hd]) {
+                        *o += p * vv;
+                    }
+                }
+            }
+        }
+        ctx
+    }
+}
+
+/// `attention`: self-attention followed by its output projection (`attention.output.dense`).
+#[derive(Debug, Clone)]
+pub struct ViTAttention {
+    pub attention: ViTSelfAttention,
+    /// `attention.output.dense`
+    pub output: Linear,
+}
+
+impl ViTAttention {
+    pub fn load(cfg: &ViTConfig, vb: &VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(Self {
+            attention: ViTSelfAttention::load(cfg, &vb.pp("attention"))?,
+            output: Linear::load(&vb.pp("output").pp("dense"), d, d, true)?,
+        })
+    }
+
+    pub fn forward(&self, x: &[f32], layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let ctx = self.attention.forward(x, layer, hook);
+        linear(&self.output, LinearSite::AttnOut(layer), &ctx, hook)
+    }
+}
+
+/// `intermediate`: `dense` then GELU.
+#[derive(Debug, Clone)]
+pub struct ViTIntermediate {
+    pub dense: Linear,
+}
+
+/// `output`: `dense` (the residual add happens in [`ViTLayer`]).
+#[derive(Debug, Clone)]
+pub struct ViTOutput {
+    pub dense: Linear,
+}
+
+/// One pre-LN encoder block: `x + attn(ln1(x))`, then `+ mlp(ln2(.))`.
+#[derive(Debug, Clone)]
+pub struct ViTLayer {
+    pub layernorm_before: LayerNorm,
+    pub attention: ViTAttention,
+    pub layernorm_after: LayerNorm,
+    pub intermediate: ViTIntermediate,
+    pub output: ViTOutput,
+    pub index: usize,
+}
+
+impl ViTLayer {
+    pub fn load(cfg: &ViTConfig, vb: &VarBuilder, index: usize) -> Result<Self> {
+        let (d, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        Ok(Self {
+            layernorm_before: LayerNorm::load(&vb.pp("layernorm_before"), d, eps)?,
+            attention: ViTAttention::load(cfg, &vb.pp("attention"))?,
+            layernorm_after: LayerNorm::load(&vb.pp("layernorm_after"), d, eps)?,
+            intermediate: ViTIntermediate {
+                dense: Linear::load(&vb.pp("intermediate").pp("dense"), d, i, true)?,
+            },
+            output: ViTOutput {
+                dense: Linear::load(&vb.pp("output").pp("dense"), i, d, true)?,
+            },
+            index,
+        })
+    }
+
+    /// `[T, D]` -> `[T, D]`.
+    pub fn forward(&self, x: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let l = self.index;
+        let a = self.attention.forward(&self.layernorm_before.forward(x), l, hook);
+        let h: Vec<f32> = x.iter().zip(&a).map(|(x, a)| x + a).collect();
+        let mut m = linear(
+            &self.intermediate.dense,
+            LinearSite::Fc1(l),
+            &self.layernorm_after.forward(&h),
+            hook,
+        );
+        m.iter_mut().for_each(|v| *v = gelu(*v));
+        let o = linear(&self.output.dense, LinearSite::Fc2(l), &m, hook);
+        h.iter().zip(&o).map(|(h, o)| h + o).collect()
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = self.layernorm_before.params();
+        let sa = &self.attention.attention;
+        for lin in [&sa.query, &sa.key, &sa.value, &self.attention.output] {
+            p.extend(lin.params());
+        }
+        p.extend(self.layernorm_after.params());
+        p.extend(self.intermediate.dense.params());
+        p.extend(self.output.dense.params());
+        p
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = self.layernorm_before.params_mut();
+        let a = &mut self.attention;
+        p.extend(a.attention.query.params_mut());
+        p.extend(a.attention.key.params_mut());
+        p.extend(a.attention.value.params_mut());
+        p.extend(a.output.params_mut());
+        p.extend(self.layernorm_after.params_mut());
+        p.extend(self.intermediate.dense.params_mut());
+        p.extend(self.output.dense.params_mut());
+        p
+    }
+}
+
+/// `vit`: embeddings, encoder blocks, final LayerNorm.
+#[derive(Debug, Clone)]
+pub struct ViTModel {
+    pub embeddings: ViTEmbeddings,
+    /// `encoder.layer`
+    pub layers: Vec<ViTLayer>,
+    pub layernorm: LayerNorm,
+}
+
+impl ViTModel {
+    pub fn load(cfg: &ViTConfig, vb: &VarBuilder) -> Result<Self> {
+        let enc = vb.pp("encoder").pp("layer");
+        Ok(Self {
+            embeddings: ViTEmbeddings::load(cfg, &vb.pp("embeddings"))?,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| ViTLayer::load(cfg, &enc.pp(i), i))
+                .collect::<Result<_>>()?,
+            layernorm: LayerNorm::load(&vb.pp("layernorm"), cfg.hidden_size, cfg.layer_norm_eps)?,
+        })
+    }
+
+    /// Blocks `range` on a residual stream `[T, D]`; reports hidden states `start + 1 ..`.
+    pub fn run_blocks(&self, mut x: Vec<f32>, range: std::ops::Range<usize>, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        for layer in &self.layers[range] {
+            x = layer.forward(&x, hook);
+            hook.hidden(layer.index + 1, &x);
+        }
+        x
+    }
+
+    /// `[C, H, W]` -> the final LayerNorm's output `[T, D]` (HF's `last_hidden_state`).
+    pub fn forward(&self, pixels: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let x = self.embeddings.forward(pixels, hook);
+        hook.hidden(0, &x);
+        let x = self.run_blocks(x, 0..self.layers.len(), hook);
+        self.layernorm.forward(&x)
+    }
+}
+
+/// `ViTForImageClassification`: the classifier reads the CLS token of the final LayerNorm.
+#[derive(Debug, Clone)]
+pub struct ViTForImageClassification {
+    pub config: ViTConfig,
+    pub vit: ViTModel,
+    pub classifier: Linear,
+}
+
+impl ViTForImageClassification {
+    /// Loads the backbone and, when `reuse_head` and the checkpoint has one, the head; otherwise
+    /// a new head for `config`'s labels, initialised `N(0, 0.02^2)` from `head_seed` (HF's
+    /// initializer range) with zero bias.
+    pub fn load(config: ViTConfig, vb: &VarBuilder, reuse_head: bool, head_seed: u64) -> Result<Self> {
+        let vit = ViTModel::load(&config, &vb.pp("vit"))?;
+        let (d, n) = (config.hidden_size, config.num_labels());
+        let cls = vb.pp("classifier");
+        let classifier = if reuse_head && cls.contains("weight") {
+            Linear::load(&cls, d, n, true)?
+        } else {
+            let mut rng = StdRng::seed_from_u64(head_seed);
+            Linear::init("classifier", d, n, || rng.sample(StandardNormal), 0.02)
+        };
+        Ok(Self {
+            config,
+            vit,
+            classifier,
+        })
+    }
+
+    /// Logits of one preprocessed image `[C, H, W]`.
+    pub fn forward(&self, pixels: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let last = self.vit.forward(pixels, hook);
+        self.head(&last, hook)
+    }
+
+    /// The classifier on the CLS token of the final LayerNorm output `[T, D]`.
+    pub fn head(&self, last_hidden: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        linear(
+            &self.classifier,
+            LinearSite::Classifier,
+            &last_hidden[..self.config.hidden_size],
+            hook,
+        )
+    }
+
+    /// Logits `[B, num_labels]` of a batch `[B, C, H, W]`.
+    pub fn forward_batch(&self, pixels: &[f32]) -> Result<Vec<f32>> {
+        let n = self.config.image_numel();
+        if pixels.is_empty() || pixels.len() % n != 0 {
+            return Err(ModelError::Input {
+                reason: format!(
+                    "pixel batch of {} values is not a whole number of {n}-value images",
+                    pixels.len()
+                ),
+            });
+        }
+        Ok(pixels
+            .chunks_exact(n)
+            .flat_map(|img| self.forward(img, &mut NoHook))
+            .collect())
+    }
+
+    /// Every parameter under its HF name, in checkpoint order.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = self.vit.embeddings.params();
+        for l in &self.vit.layers {
+            p.extend(l.params());
+        }
+        p.extend(self.vit.layernorm.params());
+        p.extend(self.classifier.params());
+        p
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = self.vit.embeddings.params_mut();
+        for l in &mut self.vit.layers {
+            p.extend(l.params_mut());
+        }
+        p.extend(self.vit.layernorm.params_mut());
+        p.extend(self.classifier.params_mut());
+        p
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+}

@@ -1,0 +1,137 @@
+//! Shared test helpers: fixture reading and closeness checks that report the worst element.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use flops_web::model::{LoadOptions, Model, ModelFiles};
+use safetensors::{Dtype, SafeTensors};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (HINT: regenerate with `python scripts/make_fixtures.py`)",
+            path.display()
+        )
+    })
+}
+
+/// A golden fixture file (safetensors written by scripts/make_fixtures.py).
+pub struct Golden {
+    bytes: Vec<u8>,
+    pub path: PathBuf,
+}
+
+impl Golden {
+    pub fn open(name: &str) -> Self {
+        let path = fixture(name);
+        let g = Self {
+            bytes: read(&path),
+            path,
+        };
+        let (_, meta) = SafeTensors::read_metadata(&g.bytes).expect("fixture header");
+        let m = meta.metadata().clone().unwrap_or_default();
+        assert_eq!(
+            m.get("format_version").map(String::as_str),
+            Some("1"),
+            "{}: stale fixture format (HINT: re-run scripts/make_fixtures.py)",
+            g.path.display()
+        );
+        g
+    }
+
+    fn view(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
+        let st = SafeTensors::deserialize(&self.bytes).expect("fixture parses");
+        let t = st.tensor(name).unwrap_or_else(|_| {
+            panic!(
+                "{}: no tensor `{name}` (HINT: re-run scripts/make_fixtures.py)",
+                self.path.display()
+            )
+        });
+        (t.dtype(), t.shape().to_vec(), t.data().to_vec())
+    }
+
+    pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let (dt, shape, data) = self.view(name);
+        assert_eq!(dt, Dtype::F32, "{name}");
+        (
+            shape,
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        )
+    }
+
+    pub fn u8(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
+        let (dt, shape, data) = self.view(name);
+        assert_eq!(dt, Dtype::U8, "{name}");
+        (shape, data)
+    }
+
+    pub fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
+        let (dt, shape, data) = self.view(name);
+        assert_eq!(dt, Dtype::I64, "{name}");
+        (
+            shape,
+            data.chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        )
+    }
+}
+
+/// Asserts `|got - want| <= atol + rtol * |want|` elementwise; on failure names the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> f32 {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs expected {}",
+        got.len(),
+        want.len()
+    );
+    let mut worst = (0usize, 0.0f32, 0.0f32);
+    let mut max_abs = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let excess = err - (atol + rtol * w.abs());
+        if !(g.is_finite()) || excess > worst.1 {
+            worst = (i, excess.max(f32::MIN_POSITIVE), err);
+        }
+        max_abs = max_abs.max(err);
+    }
+    if worst.1 > 0.0 {
+        let i = worst.0;
+        panic!(
+            "{what}: element {i} is {} vs expected {} (|err| {:.3e} > atol {atol:.0e} + rtol {rtol:.0e} * |ref|); max |err| {max_abs:.3e}",
+            got[i], want[i], worst.2
+        );
+    }
+    eprintln!("{what}: max |err| {max_abs:.3e} (atol {atol:.0e}, rtol {rtol:.0e})");
+    max_abs
+}
+
+/// Loads a model folder from disk.
+pub fn load_dir(dir: &Path) -> Model {
+    let read_opt = |f: &str| std::fs::read(dir.join(f)).ok();
+    let (c, w, p) = (
+        read_opt("config.json"),
+        read_opt("model.safetensors"),
+        read_opt("preprocessor_config.json"),
+    );
+    Model::load(
+        ModelFiles {
+            config: c.as_deref(),
+            weights: w.as_deref(),
+            preprocessor: p.as_deref(),
+        },
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
