@@ -2,8 +2,13 @@
 //!
 //! - [`model`]: ViT configuration, HF/timm checkpoint loading, preprocessing and the CPU
 //!   reference forward (the oracle every other path is tested against).
+//! - [`gpu`]: the same forward in WGSL on wgpu, batched over query rows with in-shader
+//!   perturbation (native via lavapipe/Vulkan, browser via WebGPU).
+//! - [`noise`]: the counter-based Gaussian noise (Philox4x32-10) shared by CPU and GPU.
 //!
 //! Not provided (by design): backpropagation, training of anything but ViT image classifiers,
 //! file access in the library (the CLI reads files; the library takes bytes).
 
+pub mod gpu;
 pub mod model;
+pub mod noise;

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 pub mod nn;
+pub mod perturb;
 pub mod preprocess;
 pub mod vit;
 pub mod weights;

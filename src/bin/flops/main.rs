@@ -1,40 +1,22 @@
 //! `flops`: the native command-line front end of flops-web.
+//!
+//! Native only. Cargo builds every binary of the package for `cargo test --target
+//! wasm32-unknown-unknown`, so on wasm32 this is an empty stub; the browser's front end is the
+//! wasm API.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+mod cli;
+#[cfg(not(target_arch = "wasm32"))]
 mod model_dir;
+#[cfg(not(target_arch = "wasm32"))]
 mod predict;
 
-use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    name = "flops",
-    version,
-    about = "Fine-tune Vision Transformers with forward passes only (FLOPS)."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Classify images with a model (the embedded MNIST default unless --model is given).
-    Predict(predict::PredictArgs),
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Predict(args) => predict::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, no backtrace: the message names the file and the problem.
-            eprintln!("error: {}", e.to_string().replace('\n', " "));
-            ExitCode::FAILURE
-        }
-    }
-}
+#[cfg(target_arch = "wasm32")]
+fn main() {}

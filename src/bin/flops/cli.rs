@@ -1,0 +1,41 @@
+//! Command-line parsing and dispatch.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "flops",
+    version,
+    about = "Fine-tune Vision Transformers with forward passes only (FLOPS)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify images with a model (the embedded MNIST default unless --model is given).
+    Predict(crate::predict::PredictArgs),
+    /// Benchmarks (JSON on stdout), e.g. `flops bench forward`.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Predict(args) => crate::predict::run(args),
+        Command::Bench(cmd) => crate::bench::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: the message names the file and the problem.
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
