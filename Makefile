@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all setup test test-native test-wasm-build demo fmt clean
+.PHONY: all setup test test-native test-wasm-build test-web demo fmt clean
 
 all: test
 
@@ -10,7 +10,7 @@ all: test
 setup:
 	@scripts/setup.sh
 
-test: setup test-native test-wasm-build
+test: setup test-native test-wasm-build test-web
 
 test-native:
 	$(CARGO) test --locked
@@ -18,6 +18,11 @@ test-native:
 # The core must build for the browser.
 test-wasm-build:
 	$(CARGO) build --locked --target wasm32-unknown-unknown --lib
+
+# The GPU forward in headless Chromium on WebGPU (SwiftShader), through wasm-bindgen-test.
+test-web:
+	CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
+		$(CARGO) test --locked --target wasm32-unknown-unknown --test web_forward
 
 demo: setup
 	$(CARGO) run --locked --release --quiet --bin flops -- predict assets/samples/*.png

@@ -1,5 +1,7 @@
 //! `flops predict`, run as a process: sample digits, the JSON contract, and bad input.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use std::path::PathBuf;

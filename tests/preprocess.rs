@@ -4,6 +4,8 @@
 //! 8-bit levels; stated tolerances: resized bytes within 1 level (mean within 0.25), normalised
 //! pixels within 1/255/std (measured: max 1 level, mean 0.18). Without resizing the pipeline must match to 1e-6.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::{assert_close, fixture, load_dir, Golden};
