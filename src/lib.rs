@@ -10,5 +10,6 @@
 //! file access in the library (the CLI reads files; the library takes bytes).
 
 pub mod gpu;
+pub mod learn;
 pub mod model;
 pub mod noise;

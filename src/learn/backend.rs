@@ -1,0 +1,62 @@
+//! What a training step asks of a compute backend. The CPU reference ([`super::cpu`]) and the
+//! GPU implement it; the trainer, estimators and allocators do not know which runs.
+
+use super::error::LearnError;
+use super::estimate::{EstimatorKind, Query};
+use crate::model::{LinearSite, ViTForImageClassification};
+
+/// A batch of preprocessed images.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// `[B, C, H, W]`.
+    pub pixels: &'a [f32],
+    pub labels: &'a [usize],
+}
+
+impl Batch<'_> {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Clean-pass results: per-sample losses and logits `[B, num_labels]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanOut {
+    pub losses: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+/// Everything that defines one step's perturbations; the noise is regenerated from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPlan {
+    pub kind: EstimatorKind,
+    pub seed: u64,
+    pub step: u32,
+    pub queries: Vec<Query>,
+    /// The first block whose output depends on the tuned parameters.
+    pub first_tuned: usize,
+    /// LR: the perturbed linear layers.
+    pub sites: Vec<LinearSite>,
+    /// The tuned tensor ids (indices into `net.params()`), sorted.
+    pub tensors: Vec<u32>,
+}
+
+pub trait Backend {
+    /// The unperturbed forward of a batch, reusing nothing.
+    fn clean(&mut self, batch: &Batch) -> Result<CleanOut, LearnError>;
+    /// The loss of every query of `plan`, in plan order. Keeps what [`Backend::apply`] needs.
+    fn query_losses(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError>;
+    /// Accumulates the estimate from per-query (LR) or per-direction (SPSA) coefficients into
+    /// the gradient of the tuned tensors and returns it flat, in `plan.tensors` order.
+    fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError>;
+    /// The tuned tensors, flat in `tensors` order.
+    fn read_params(&self, tensors: &[u32]) -> Vec<f32>;
+    /// Replaces the tuned tensors.
+    fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError>;
+    /// The network as it is now (for evaluation on the CPU and export).
+    fn network(&self) -> &ViTForImageClassification;
+}

@@ -1,0 +1,246 @@
+//! The CPU backend: the reference forward with the same regenerated perturbations as the GPU
+//! kernels (crate::noise). It is the test oracle of the GPU backend and the fallback where no
+//! WebGPU exists. Blocks below the first tuned block run once per image (frozen prefix).
+
+use std::collections::HashMap;
+
+use super::backend::{Backend, Batch, CleanOut, StepPlan};
+use super::error::LearnError;
+use super::estimate::EstimatorKind;
+use crate::model::nn::cross_entropy;
+use crate::model::perturb::{perturbed_copy, LrNoiseHook};
+use crate::model::{ForwardHook, LinearSite, NoHook, ViTForImageClassification};
+use crate::noise::Stream;
+
+pub struct CpuBackend {
+    pub net: ViTForImageClassification,
+    /// Per query (LR): the input `[T, in]` of every perturbed site, kept for the gradient.
+    inputs: Vec<HashMap<LinearSite, Vec<f32>>>,
+    /// The frozen prefix of the last batch: (pixels, first tuned block, per-image stream).
+    prefix_cache: Option<(Vec<f32>, usize, Vec<Vec<f32>>)>,
+}
+
+/// Adds LR noise and records the perturbed sites' inputs.
+struct RecordingNoise<'a> {
+    noise: LrNoiseHook,
+    inputs: &'a mut HashMap<LinearSite, Vec<f32>>,
+}
+
+impl ForwardHook for RecordingNoise<'_> {
+    fn linear(&mut self, site: LinearSite, input: &[f32], output: &mut [f32]) {
+        if self.noise.sites.contains(&site) {
+            self.inputs.insert(site, input.to_vec());
+        }
+        self.noise.linear(site, input, output);
+    }
+}
+
+impl CpuBackend {
+    pub fn new(net: ViTForImageClassification) -> Self {
+        Self {
+            net,
+            inputs: Vec::new(),
+            prefix_cache: None,
+        }
+    }
+
+    fn image_len(&self) -> usize {
+        self.net.config.image_numel()
+    }
+
+    /// The residual stream entering block `first` of one image `[C, H, W]`.
+    pub fn prefix(&self, pixels: &[f32], first: usize) -> Vec<f32> {
+        let x = self.net.vit.embeddings.forward(pixels, &mut NoHook);
+        self.net.vit.run_blocks(x, 0..first, &mut NoHook)
+    }
+
+    /// Logits from the residual stream entering block `first`.
+    pub fn suffix(
+        net: &ViTForImageClassification,
+        hidden: Vec<f32>,
+        first: usize,
+        hook: &mut dyn ForwardHook,
+    ) -> Vec<f32> {
+        let x = net.vit.run_blocks(hidden, first..net.vit.layers.len(), hook);
+        net.head(&net.vit.layernorm.forward(&x), hook)
+    }
+
+    fn check(&self, batch: &Batch) -> Result<(), LearnError> {
+        if batch.pixels.len() != batch.len() * self.image_len() || batch.is_empty() {
+            return Err(LearnError::Config {
+                message: format!(
+                    "batch of {} labels has {} pixel values",
+                    batch.len(),
+                    batch.pixels.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Per-image residual streams entering block `first`; reused while the batch and the
+    /// frozen weights stay the same (the prefix is never tuned).
+    fn prefixes(&mut self, batch: &Batch, first: usize) -> Vec<Vec<f32>> {
+        if let Some((px, f, streams)) = &self.prefix_cache {
+            if *f == first && px.as_slice() == batch.pixels {
+                return streams.clone();
+            }
+        }
+        let streams: Vec<Vec<f32>> = batch
+            .pixels
+            .chunks_exact(self.image_len())
+            .map(|img| self.prefix(img, first))
+            .collect();
+        self.prefix_cache = Some((batch.pixels.to_vec(), first, streams.clone()));
+        streams
+    }
+}
+
+impl Backend for CpuBackend {
+    fn clean(&mut self, batch: &Batch) -> Result<CleanOut, LearnError> {
+        self.check(batch)?;
+        let mut losses = Vec::with_capacity(batch.len());
+        let mut logits = Vec::new();
+        for (img, &y) in batch.pixels.chunks_exact(self.image_len()).zip(batch.labels) {
+            let z = self.net.forward(img, &mut NoHook);
+            losses.push(cross_entropy(&z, y));
+            logits.extend(z);
+        }
+        Ok(CleanOut { losses, logits })
+    }
+
+    fn query_losses(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
+        self.check(batch)?;
+        let prefixes = self.prefixes(batch, plan.first_tuned);
+        let mut losses = vec![0.0f32; plan.queries.len()];
+        self.inputs.clear();
+        match plan.kind {
+            EstimatorKind::Lr { sigma, .. } => {
+                for (r, q) in plan.queries.iter().enumerate() {
+                    let mut inputs = HashMap::new();
+                    let noise = LrNoiseHook {
+                        seed: plan.seed,
+                        step: plan.step,
+                        row: q.noise,
+                        sigma: q.sign * sigma,
+                        sites: plan.sites.clone(),
+                    };
+                    let mut hook = RecordingNoise {
+                        noise,
+                        inputs: &mut inputs,
+                    };
+                    let z = Self::suffix(&self.net, prefixes[q.point].clone(), plan.first_tuned, &mut hook);
+                    losses[r] = cross_entropy(&z, batch.labels[q.point]);
+                    self.inputs.push(inputs);
+                }
+            }
+            EstimatorKind::Spsa { eps } => {
+                // One perturbed copy per (direction, side), shared by every point using it.
+                let mut by_dir: HashMap<(u32, i32), Vec<usize>> = HashMap::new();
+                for (r, q) in plan.queries.iter().enumerate() {
+                    by_dir.entry((q.noise, q.sign as i32)).or_default().push(r);
+                }
+                for ((k, side), rows) in by_dir {
+                    let net = perturbed_copy(&self.net, plan.seed, plan.step, k, side as f32 * eps, &plan.tensors)?;
+                    for r in rows {
+                        let q = plan.queries[r];
+                        let z = Self::suffix(&net, prefixes[q.point].clone(), plan.first_tuned, &mut NoHook);
+                        losses[r] = cross_entropy(&z, batch.labels[q.point]);
+                    }
+                }
+            }
+        }
+        Ok(losses)
+    }
+
+    fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
+        let params = self.net.params();
+        let offsets: Vec<usize> = plan
+            .tensors
+            .iter()
+            .scan(0usize, |o, &t| {
+                let start = *o;
+                *o += params[t as usize].numel();
+                Some(start)
+            })
+            .collect();
+        let total: usize = plan.tensors.iter().map(|&t| params[t as usize].numel()).sum();
+        let mut grad = vec![0.0f64; total];
+        let slot = |t: u32| plan.tensors.iter().position(|&x| x == t).map(|i| offsets[i]);
+        match plan.kind {
+            EstimatorKind::Lr { .. } => {
+                let ids = crate::model::perturb::TensorIds::of(&self.net);
+                for (r, q) in plan.queries.iter().enumerate() {
+                    let c = coefficients[r] as f64;
+                    for &site in &plan.sites {
+                        let Some(lin) = ids.linear(site) else { continue };
+                        let (Some(u), Some(w_off)) = (self.inputs[r].get(&site), slot(lin.weight)) else {
+                            continue;
+                        };
+                        let w = &params[lin.weight as usize];
+                        let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
+                        let t = u.len() / din;
+                        let mut eps = vec![0.0f32; t * dout];
+                        Stream::lr(plan.seed, plan.step, site, q.noise).fill(0, &mut eps);
+                        let b_off = lin.bias.and_then(slot);
+                        for tok in 0..t {
+                            let ut = &u[tok * din..(tok + 1) * din];
+                            for o in 0..dout {
+                                let e = c * eps[tok * dout + o] as f64;
+                                let row = &mut grad[w_off + o * din..w_off + (o + 1) * din];
+                                for (g, &x) in row.iter_mut().zip(ut) {
+                                    *g += e * x as f64;
+                                }
+                                if let Some(b) = b_off {
+                                    grad[b + o] += e;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            EstimatorKind::Spsa { .. } => {
+                for (k, &c) in coefficients.iter().enumerate() {
+                    for (i, &t) in plan.tensors.iter().enumerate() {
+                        let n = params[t as usize].numel();
+                        let mut z = vec![0.0f32; n];
+                        Stream::weight(plan.seed, plan.step, t, k as u32).fill(0, &mut z);
+                        for (g, &zv) in grad[offsets[i]..offsets[i] + n].iter_mut().zip(&z) {
+                            *g += c as f64 * zv as f64;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(grad.into_iter().map(|g| g as f32).collect())
+    }
+
+    fn read_params(&self, tensors: &[u32]) -> Vec<f32> {
+        let params = self.net.params();
+        tensors
+            .iter()
+            .flat_map(|&t| params[t as usize].data.iter().copied())
+            .collect()
+    }
+
+    fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
+        let mut params = self.net.params_mut();
+        let mut off = 0;
+        for &t in tensors {
+            let p = params.get_mut(t as usize).ok_or_else(|| LearnError::Config {
+                message: format!("no tensor {t}"),
+            })?;
+            let n = p.data.len();
+            let src = flat.get(off..off + n).ok_or_else(|| LearnError::Config {
+                message: "parameter vector too short".into(),
+            })?;
+            p.data.copy_from_slice(src);
+            off += n;
+        }
+        Ok(())
+    }
+
+    fn network(&self) -> &ViTForImageClassification {
+        &self.net
+    }
+}

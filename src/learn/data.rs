@@ -1,0 +1,218 @@
+//! Labelled image datasets: the embedded Animal-Shape split (IDX files) and folders of class
+//! subfolders (the caller reads the files; bad files are reported by name and skipped).
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::error::LearnError;
+use crate::model::Image;
+
+/// Images with integer labels into `classes`.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub classes: Vec<String>,
+    pub images: Vec<Image>,
+    pub labels: Vec<usize>,
+}
+
+/// A file that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+fn data_err(message: impl Into<String>) -> LearnError {
+    LearnError::Data {
+        message: message.into(),
+    }
+}
+
+/// The embedded Animal-Shape-MNIST split (assets/animal-shape, MIT; see its README).
+pub mod animal_shape {
+    pub const TRAIN_IMAGES: &[u8] = include_bytes!("../../assets/animal-shape/train-images.idx3-ubyte");
+    pub const TRAIN_LABELS: &[u8] = include_bytes!("../../assets/animal-shape/train-labels.idx1-ubyte");
+    pub const TEST_IMAGES: &[u8] = include_bytes!("../../assets/animal-shape/test-images.idx3-ubyte");
+    pub const TEST_LABELS: &[u8] = include_bytes!("../../assets/animal-shape/test-labels.idx1-ubyte");
+    pub const CLASSES_JSON: &[u8] = include_bytes!("../../assets/animal-shape/classes.json");
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The embedded Animal-Shape (train, test) split.
+    pub fn animal_shape() -> Result<(Dataset, Dataset), LearnError> {
+        use animal_shape::*;
+        let classes: Vec<String> =
+            serde_json::from_slice(CLASSES_JSON).map_err(|e| data_err(format!("classes.json: {e}")))?;
+        Ok((
+            Self::from_idx(TRAIN_IMAGES, TRAIN_LABELS, classes.clone())?,
+            Self::from_idx(TEST_IMAGES, TEST_LABELS, classes)?,
+        ))
+    }
+
+    /// Parses IDX files (MNIST's format): images `[N, H, W]` u8 (magic 0x0803), labels `[N]` u8 (0x0801).
+    pub fn from_idx(images: &[u8], labels: &[u8], classes: Vec<String>) -> Result<Self, LearnError> {
+        let header = |b: &[u8], magic: u32, dims: usize, what: &str| -> Result<Vec<usize>, LearnError> {
+            let need = 4 + 4 * dims;
+            if b.len() < need {
+                return Err(data_err(format!(
+                    "{what}: {} bytes is too short for an IDX header",
+                    b.len()
+                )));
+            }
+            let word = |i: usize| u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+            if word(0) != magic {
+                return Err(data_err(format!(
+                    "{what}: IDX magic {:#010x}, expected {magic:#010x}",
+                    word(0)
+                )));
+            }
+            let shape: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
+            let n: usize = shape.iter().product();
+            if b.len() != need + n {
+                return Err(data_err(format!(
+                    "{what}: {} bytes of data for shape {shape:?}",
+                    b.len() - need
+                )));
+            }
+            Ok(shape)
+        };
+        let ishape = header(images, 0x0803, 3, "images")?;
+        let lshape = header(labels, 0x0801, 1, "labels")?;
+        if ishape[0] != lshape[0] {
+            return Err(data_err(format!("{} images but {} labels", ishape[0], lshape[0])));
+        }
+        let (h, w) = (ishape[1], ishape[2]);
+        let labels: Vec<usize> = labels[8..].iter().map(|&l| l as usize).collect();
+        if let Some(&bad) = labels.iter().find(|&&l| l >= classes.len()) {
+            return Err(data_err(format!("label {bad} but only {} classes", classes.len())));
+        }
+        let images = images[16..]
+            .chunks_exact(h * w)
+            .map(|px| Image::from_raw(w as u32, h as u32, 1, px.to_vec()))
+            .collect::<Result<_, _>>()?;
+        let ds = Self {
+            classes,
+            images,
+            labels,
+        };
+        Ok(ds)
+    }
+
+    /// A dataset from `(class name, file name, bytes)` records, e.g. a folder with one subfolder
+    /// per class. Classes are sorted by name; files that do not decode are skipped and reported.
+    pub fn from_files<'a>(
+        files: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>,
+    ) -> Result<(Self, Vec<Skipped>), LearnError> {
+        let mut decoded = Vec::new();
+        let mut skipped = Vec::new();
+        for (class, name, bytes) in files {
+            match Image::decode(bytes) {
+                Ok(img) => decoded.push((class.to_owned(), img)),
+                Err(e) => skipped.push(Skipped {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let mut classes: Vec<String> = decoded.iter().map(|(c, _)| c.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let labels = decoded
+            .iter()
+            .map(|(c, _)| classes.binary_search(c).expect("class listed"))
+            .collect();
+        let ds = Self {
+            classes,
+            images: decoded.into_iter().map(|(_, i)| i).collect(),
+            labels,
+        };
+        Ok((ds, skipped))
+    }
+
+    /// Errors unless the dataset can train a classifier: at least 2 classes with images.
+    pub fn check_trainable(&self) -> Result<(), LearnError> {
+        if self.is_empty() {
+            return Err(data_err("no usable images"));
+        }
+        let mut counts = vec![0usize; self.classes.len()];
+        for &l in &self.labels {
+            counts[l] += 1;
+        }
+        let present = counts.iter().filter(|&&c| c > 0).count();
+        if present < 2 {
+            return Err(data_err(format!(
+                "only {} class with images ({}); a classifier needs at least 2",
+                present,
+                self.classes
+                    .iter()
+                    .zip(&counts)
+                    .filter(|(_, &c)| c > 0)
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Images per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.classes.len()];
+        for &l in &self.labels {
+            counts[l] += 1;
+        }
+        counts
+    }
+
+    /// A stratified split: about `fraction` of every class goes to the second set (at least one
+    /// image per class with 2+ images), chosen by `seed`.
+    pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut a = Dataset {
+            classes: self.classes.clone(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        for class in 0..self.classes.len() {
+            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.labels[i] == class).collect();
+            idx.shuffle(&mut rng);
+            let k = if idx.len() >= 2 {
+                ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1)
+            } else {
+                0
+            };
+            for (j, &i) in idx.iter().enumerate() {
+                let dst = if j < k { &mut b } else { &mut a };
+                dst.images.push(self.images[i].clone());
+                dst.labels.push(self.labels[i]);
+            }
+        }
+        (a, b)
+    }
+
+    /// The first `n` images per class, in order (a balanced subset).
+    pub fn take_per_class(&self, n: usize) -> Dataset {
+        let mut out = Dataset {
+            classes: self.classes.clone(),
+            ..Default::default()
+        };
+        let mut counts = vec![0usize; self.classes.len()];
+        for (img, &l) in self.images.iter().zip(&self.labels) {
+            if counts[l] < n {
+                counts[l] += 1;
+                out.images.push(img.clone());
+                out.labels.push(l);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,15 @@
+//! Errors of the learning core.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LearnError {
+    #[error("invalid training setting: {message}")]
+    Config { message: String },
+    #[error("non-finite loss at step {step}; stopped and kept the last good parameters")]
+    NonFinite { step: usize },
+    #[error("dataset: {message}")]
+    Data { message: String },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}

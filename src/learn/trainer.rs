@@ -1,0 +1,340 @@
+//! The training loop: clean pass, allocation, queries, unbiased estimate, optimiser step,
+//! allocator update; per-step metrics as a typed event.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::allocate::{make_allocator, Allocator, AllocatorKind, BatchStats, Budget, Feedback};
+use super::backend::{Backend, Batch, StepPlan};
+use super::data::Dataset;
+use super::error::LearnError;
+use super::estimate::{lr_coefficients, measured_variance, plan_queries, spsa_coefficients, EstimatorKind};
+use super::optim::{Optimizer, OptimizerConfig};
+use super::tuning::Tuning;
+use crate::model::nn::softmax;
+use crate::model::perturb::TensorIds;
+use crate::model::Preprocessor;
+
+/// Everything that defines a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub estimator: EstimatorKind,
+    pub allocator: AllocatorKind,
+    /// Perturbed queries per data point on average (`n_bar`); the budget is `B * n_bar`.
+    pub queries_per_point: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub tuning: Tuning,
+    pub optimizer: OptimizerConfig,
+    pub seed: u64,
+}
+
+/// Preprocessed images, ready for batches.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub pixels: Vec<f32>,
+    pub labels: Vec<usize>,
+    pub image_len: usize,
+}
+
+impl Prepared {
+    pub fn new(data: &Dataset, pre: &Preprocessor) -> Result<Self, LearnError> {
+        let mut pixels = Vec::new();
+        for img in &data.images {
+            pixels.extend(pre.apply(img)?);
+        }
+        let image_len = if data.is_empty() { 0 } else { pixels.len() / data.len() };
+        Ok(Self {
+            pixels,
+            labels: data.labels.clone(),
+            image_len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<usize>) {
+        let mut px = Vec::with_capacity(idx.len() * self.image_len);
+        for &i in idx {
+            px.extend_from_slice(&self.pixels[i * self.image_len..(i + 1) * self.image_len]);
+        }
+        (px, idx.iter().map(|&i| self.labels[i]).collect())
+    }
+}
+
+/// One training step's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    pub step: usize,
+    pub epoch: usize,
+    /// Mean clean loss of the batch (before the update).
+    pub loss: f32,
+    /// Batch accuracy of the clean pass.
+    pub accuracy: f32,
+    /// Cumulative forward passes: perturbed queries plus clean passes.
+    pub queries: u64,
+    pub queries_per_second: f64,
+    /// Queries of each data point, with the point's clean loss.
+    pub allocation: Vec<usize>,
+    pub clean_losses: Vec<f32>,
+    pub allocator_params: Vec<(String, f64)>,
+    pub grad_norm: f32,
+    pub lr: f32,
+}
+
+/// Evaluation on a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub loss: f32,
+    pub accuracy: f32,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Wall-clock seconds (monotonic natively; `performance.now()`-free fallback on wasm).
+fn now_seconds() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+}
+
+pub struct Trainer<B: Backend> {
+    pub backend: B,
+    pub config: TrainConfig,
+    allocator: Box<dyn Allocator + Send>,
+    optimizer: Optimizer,
+    plan_template: StepPlan,
+    budget: Budget,
+    train: Prepared,
+    num_labels: usize,
+    order: Vec<usize>,
+    cursor: usize,
+    rng: StdRng,
+    pub step: usize,
+    pub epoch: usize,
+    pub queries: u64,
+    started: f64,
+}
+
+impl<B: Backend> Trainer<B> {
+    pub fn new(backend: B, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
+        config.estimator.validate()?;
+        let net = backend.network();
+        let layers = net.vit.layers.len();
+        config.tuning.check(layers)?;
+        if train.len() < 2 {
+            return Err(LearnError::Data {
+                message: format!("{} training images; need at least 2", train.len()),
+            });
+        }
+        if config.batch == 0 || config.queries_per_point == 0 {
+            return Err(LearnError::Config {
+                message: "batch and queries per point must be at least 1".into(),
+            });
+        }
+        let unit = config.estimator.unit();
+        let budget = Budget {
+            total: config.batch * config.queries_per_point,
+            min_per_point: unit,
+            unit,
+        };
+        budget.check(config.batch)?;
+        let ids = TensorIds::of(net);
+        let (sites, tensors) = match config.estimator {
+            EstimatorKind::Lr { .. } => (config.tuning.lr_sites(layers), config.tuning.lr_tensors(&ids)),
+            EstimatorKind::Spsa { .. } => (Vec::new(), config.tuning.all_tensors(&ids)),
+        };
+        let mut tensors = tensors;
+        tensors.sort_unstable();
+        let n_params: usize = tensors.iter().map(|&t| net.params()[t as usize].numel()).sum();
+        let plan_template = StepPlan {
+            kind: config.estimator,
+            seed: config.seed,
+            step: 0,
+            queries: Vec::new(),
+            first_tuned: config.tuning.first_tuned_block(layers),
+            sites,
+            tensors,
+        };
+        let num_labels = net.config.num_labels();
+        Ok(Self {
+            allocator: make_allocator(config.allocator, config.seed ^ 0xA110C),
+            optimizer: Optimizer::new(config.optimizer, n_params)?,
+            rng: StdRng::seed_from_u64(config.seed),
+            order: Vec::new(),
+            cursor: usize::MAX,
+            num_labels,
+            budget,
+            plan_template,
+            backend,
+            config,
+            train,
+            step: 0,
+            epoch: 0,
+            queries: 0,
+            started: now_seconds(),
+        })
+    }
+
+    /// Tensor ids being tuned.
+    pub fn tuned_tensors(&self) -> &[u32] {
+        &self.plan_template.tensors
+    }
+
+    fn next_batch(&mut self) -> Vec<usize> {
+        let b = self.config.batch.min(self.train.len());
+        if self.cursor == usize::MAX || self.cursor + b > self.order.len() {
+            if self.cursor != usize::MAX {
+                self.epoch += 1;
+            }
+            self.order = (0..self.train.len()).collect();
+            self.order.shuffle(&mut self.rng);
+            self.cursor = 0;
+        }
+        let idx = self.order[self.cursor..self.cursor + b].to_vec();
+        self.cursor += b;
+        idx
+    }
+
+    /// One step. On a non-finite loss or parameter the previous parameters are kept.
+    pub fn step(&mut self) -> Result<StepEvent, LearnError> {
+        let idx = self.next_batch();
+        let (pixels, labels) = self.train.gather(&idx);
+        let batch = Batch {
+            pixels: &pixels,
+            labels: &labels,
+        };
+        let b = labels.len();
+        let budget = Budget {
+            total: b * self.config.queries_per_point,
+            ..self.budget
+        };
+
+        let clean = self.backend.clean(&batch)?;
+        if clean.losses.iter().any(|l| !l.is_finite()) {
+            return Err(LearnError::NonFinite { step: self.step });
+        }
+        let mut proxy = Vec::with_capacity(b);
+        let mut correct = 0usize;
+        for (z, &y) in clean.logits.chunks_exact(self.num_labels).zip(&labels) {
+            let p = softmax(z);
+            proxy.push(
+                p.iter()
+                    .enumerate()
+                    .map(|(k, &pk)| (pk - (k == y) as u8 as f32).powi(2))
+                    .sum::<f32>(),
+            );
+            let argmax = (0..p.len()).max_by(|&a, &c| p[a].total_cmp(&p[c])).unwrap_or(0);
+            correct += (argmax == y) as usize;
+        }
+        let stats = BatchStats {
+            losses: &clean.losses,
+            variance_proxy: &proxy,
+        };
+        let alloc = self.allocator.allocate(&stats, budget)?;
+
+        let mut plan = self.plan_template.clone();
+        plan.step = self.step as u32;
+        plan.queries = plan_queries(plan.kind, &alloc);
+        let losses = self.backend.query_losses(&batch, &plan)?;
+        if losses.iter().any(|l| !l.is_finite()) {
+            return Err(LearnError::NonFinite { step: self.step });
+        }
+        let coeffs = match plan.kind {
+            EstimatorKind::Lr { sigma, .. } => lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, sigma),
+            EstimatorKind::Spsa { eps } => spsa_coefficients(&plan.queries, &losses, &alloc, eps),
+        };
+        let grad = self.backend.gradient(&plan, &coeffs)?;
+        let before = self.backend.read_params(&plan.tensors);
+        let mut params = before.clone();
+        let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
+        let grad_norm = self.optimizer.step(&mut params, &grad, lr);
+        if !grad_norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
+            return Err(LearnError::NonFinite { step: self.step });
+        }
+        self.backend.write_params(&plan.tensors, &params)?;
+
+        let measured = measured_variance(plan.kind, &plan.queries, &losses, &clean.losses, &alloc);
+        self.allocator.update(
+            &Feedback {
+                stats,
+                allocation: &alloc,
+                measured: &measured,
+            },
+            budget,
+        );
+
+        self.queries += (losses.len() + b) as u64;
+        self.step += 1;
+        let elapsed = (now_seconds() - self.started).max(1e-9);
+        Ok(StepEvent {
+            step: self.step,
+            epoch: self.epoch,
+            loss: clean.losses.iter().sum::<f32>() / b as f32,
+            accuracy: correct as f32 / b as f32,
+            queries: self.queries,
+            queries_per_second: self.queries as f64 / elapsed,
+            allocation: alloc,
+            clean_losses: clean.losses,
+            allocator_params: self
+                .allocator
+                .params()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            grad_norm,
+            lr,
+        })
+    }
+
+    /// Loss, accuracy and confusion matrix on `data`, in batches on the backend.
+    pub fn evaluate(&mut self, data: &Prepared) -> Result<EvalResult, LearnError> {
+        evaluate(&mut self.backend, data, self.num_labels, self.config.batch.max(16))
+    }
+}
+
+/// Loss, accuracy and confusion matrix of `backend`'s network on `data`.
+pub fn evaluate<B: Backend>(
+    backend: &mut B,
+    data: &Prepared,
+    num_labels: usize,
+    batch: usize,
+) -> Result<EvalResult, LearnError> {
+    let mut confusion = vec![vec![0usize; num_labels]; num_labels];
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    let all: Vec<usize> = (0..data.len()).collect();
+    for idx in all.chunks(batch.max(1)) {
+        let (pixels, labels) = data.gather(idx);
+        let out = backend.clean(&Batch {
+            pixels: &pixels,
+            labels: &labels,
+        })?;
+        for ((z, &y), &l) in out.logits.chunks_exact(num_labels).zip(&labels).zip(&out.losses) {
+            let pred = (0..num_labels).max_by(|&a, &b| z[a].total_cmp(&z[b])).unwrap_or(0);
+            confusion[y][pred] += 1;
+            correct += (pred == y) as usize;
+            loss += l as f64;
+        }
+    }
+    let n = data.len().max(1) as f64;
+    Ok(EvalResult {
+        loss: (loss / n) as f32,
+        accuracy: (correct as f64 / n) as f32,
+        confusion,
+    })
+}

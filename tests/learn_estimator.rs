@@ -1,0 +1,214 @@
+//! The LR estimator against PyTorch autograd (tests/fixtures/default_grad.safetensors):
+//! averaged over many steps with a fixed non-uniform allocation, our `1/(B n_i)` weighting
+//! converges to the true batch gradient; the authors' row averaging converges to a different,
+//! loss-reweighted vector. Also: the empirical trace covariance matches `(1/B^2) sum V_i / n_i`.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::Golden;
+use flops_web::learn::backend::{Backend, Batch, StepPlan};
+use flops_web::learn::cpu::CpuBackend;
+use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
+use flops_web::learn::tuning::Tuning;
+use flops_web::model::perturb::TensorIds;
+use flops_web::model::Model;
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+struct Setup {
+    backend: CpuBackend,
+    pixels: Vec<f32>,
+    labels: Vec<usize>,
+    clean_losses: Vec<f32>,
+    /// The batch-mean head gradient (autograd) and per-sample head gradients `[B][weight ++ bias]`.
+    truth: Vec<f64>,
+    per_sample: Vec<Vec<f64>>,
+    plan: StepPlan,
+}
+
+fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
+    let g = Golden::open("default_grad.safetensors");
+    let (_, pixels) = g.f32("pixel_values");
+    let labels: Vec<usize> = g.i64("labels").1.iter().map(|&l| l as usize).collect();
+    let truth: Vec<f64> = [g.f32("grad.classifier.weight").1, g.f32("grad.classifier.bias").1]
+        .concat()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let (_, psw) = g.f32("grad_per_sample.classifier.weight");
+    let (_, psb) = g.f32("grad_per_sample.classifier.bias");
+
+    let per_sample: Vec<Vec<f64>> = (0..labels.len())
+        .map(|i| {
+            psw[i * 640..(i + 1) * 640]
+                .iter()
+                .chain(&psb[i * 10..(i + 1) * 10])
+                .map(|&v| v as f64)
+                .collect()
+        })
+        .collect();
+    let model = Model::embedded_default().unwrap();
+    let ids = TensorIds::of(&model.net);
+    let layers = model.config().num_hidden_layers;
+    let mut backend = CpuBackend::new(model.net);
+    let clean = backend
+        .clean(&Batch {
+            pixels: &pixels,
+            labels: &labels,
+        })
+        .unwrap();
+    let plan = StepPlan {
+        kind,
+        seed: 42,
+        step: 0,
+        queries: plan_queries(kind, alloc),
+        first_tuned: Tuning::Head.first_tuned_block(layers),
+        sites: Tuning::Head.lr_sites(layers),
+        tensors: Tuning::Head.lr_tensors(&ids),
+    };
+    Setup {
+        backend,
+        pixels,
+        labels,
+        clean_losses: clean.losses,
+        truth,
+        per_sample,
+        plan,
+    }
+}
+
+/// Tolerances: cosine >= 0.95 between the mean of 2000 estimates and its target.
+#[test]
+fn head_lr_estimate_is_unbiased_and_row_averaging_is_not() {
+    // Strongly non-uniform, fixed allocation (antithetic pairs): 40 queries for 8 points.
+    let alloc = [2usize, 2, 2, 2, 2, 2, 2, 26];
+    let sigma = 0.01;
+    let Setup {
+        mut backend,
+        pixels,
+        labels,
+        clean_losses,
+        truth,
+        per_sample,
+        mut plan,
+    } = setup(
+        EstimatorKind::Lr {
+            sigma,
+            antithetic: true,
+        },
+        &alloc,
+    );
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
+    };
+    let n_est = 2000;
+    let dim = truth.len();
+    let (mut ours, mut authors) = (vec![0.0f64; dim], vec![0.0f64; dim]);
+    let n_total: usize = alloc.iter().sum();
+    for step in 0..n_est {
+        plan.step = step as u32;
+        let losses = backend.query_losses(&batch, &plan).unwrap();
+        let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
+        let est = backend.gradient(&plan, &c).unwrap();
+        // The authors' averaging: every row weighted 1/N, i.e. coefficient * B n_i / N.
+        let c_auth: Vec<f32> = plan
+            .queries
+            .iter()
+            .zip(&c)
+            .map(|(q, &c)| c * (alloc.len() * alloc[q.point]) as f32 / n_total as f32)
+            .collect();
+        let est_auth = backend.gradient(&plan, &c_auth).unwrap();
+        for k in 0..dim {
+            ours[k] += est[k] as f64 / n_est as f64;
+            authors[k] += est_auth[k] as f64 / n_est as f64;
+        }
+    }
+    // What row averaging estimates: sum_i (n_i / N) grad l_i.
+    let reweighted: Vec<f64> = (0..dim)
+        .map(|k| {
+            (0..alloc.len())
+                .map(|i| alloc[i] as f64 / n_total as f64 * per_sample[i][k])
+                .sum()
+        })
+        .collect();
+    let cos_ours = cosine(&ours, &truth);
+    let cos_auth_truth = cosine(&authors, &truth);
+    let cos_auth_reweighted = cosine(&authors, &reweighted);
+    eprintln!("cos(ours, autograd) {cos_ours:.4}; cos(row-averaged, autograd) {cos_auth_truth:.4}; cos(row-averaged, reweighted) {cos_auth_reweighted:.4}");
+    assert!(
+        cos_ours >= 0.95,
+        "our estimate's mean has cosine {cos_ours} with the autograd gradient"
+    );
+    assert!(
+        cos_auth_reweighted >= 0.95,
+        "row averaging should estimate the reweighted gradient: {cos_auth_reweighted}"
+    );
+    assert!(
+        cos_auth_truth < cos_ours - 0.05,
+        "row averaging should be visibly biased: {cos_auth_truth} vs {cos_ours}"
+    );
+}
+
+/// One-sided LR on the head with the per-point baseline: one query of point `i` has
+/// `tr Var = (d + 1) |grad l_i|^2` to leading order in sigma (d = 10 logits, noise on the CLS
+/// row only), so `tr Cov(g_hat) = (1/B^2) sum_i (d + 1) |grad l_i|^2 / n_i` with the per-sample
+/// gradients from autograd. Tolerance: 15%.
+#[test]
+fn head_lr_trace_covariance_matches_the_formula() {
+    let alloc = [1usize, 1, 2, 3, 4, 5, 6, 18];
+    let sigma = 1e-3;
+    let Setup {
+        mut backend,
+        pixels,
+        labels,
+        clean_losses,
+        per_sample,
+        mut plan,
+        ..
+    } = setup(
+        EstimatorKind::Lr {
+            sigma,
+            antithetic: false,
+        },
+        &alloc,
+    );
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
+    };
+    let b = alloc.len() as f64;
+    let d = 10.0;
+    let predicted: f64 = (0..alloc.len())
+        .map(|i| (d + 1.0) * per_sample[i].iter().map(|v| v * v).sum::<f64>() / alloc[i] as f64)
+        .sum::<f64>()
+        / (b * b);
+    let n_est = 3000;
+    let dim = per_sample[0].len();
+    let (mut sum, mut sum_sq) = (vec![0.0f64; dim], 0.0f64);
+    for step in 0..n_est {
+        plan.step = step as u32;
+        let losses = backend.query_losses(&batch, &plan).unwrap();
+        let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
+        let est = backend.gradient(&plan, &c).unwrap();
+        for (s, &e) in sum.iter_mut().zip(&est) {
+            *s += e as f64;
+        }
+        sum_sq += est.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+    }
+    let n = n_est as f64;
+    let tr_cov = (sum_sq - sum.iter().map(|s| s * s).sum::<f64>() / n) / (n - 1.0);
+    let rel = (tr_cov - predicted).abs() / predicted;
+    eprintln!("tr Cov empirical {tr_cov:.4e}, predicted {predicted:.4e}, relative difference {rel:.3}");
+    assert!(
+        rel <= 0.15,
+        "empirical tr Cov {tr_cov} vs (1/B^2) sum V_i/n_i = {predicted} ({:.1}% off)",
+        100.0 * rel
+    );
+}
