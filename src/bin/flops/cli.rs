@@ -19,6 +19,10 @@ struct Cli {
 enum Command {
     /// Classify images with a model (the embedded MNIST default unless --model is given).
     Predict(crate::predict::PredictArgs),
+    /// Fine-tune with forward passes only (embedded model and Animal-Shape data by default).
+    Finetune(crate::finetune::FinetuneArgs),
+    /// Evaluate a model on a dataset (JSON on stdout).
+    Eval(crate::finetune::EvalArgs),
     /// Benchmarks (JSON on stdout), e.g. `flops bench forward`.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -28,6 +32,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Predict(args) => crate::predict::run(args),
+        Command::Finetune(args) => crate::finetune::run_finetune(args),
+        Command::Eval(args) => crate::finetune::run_eval(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
     };
     match result {

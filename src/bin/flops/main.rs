@@ -9,6 +9,8 @@ mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
+mod finetune;
+#[cfg(not(target_arch = "wasm32"))]
 mod model_dir;
 #[cfg(not(target_arch = "wasm32"))]
 mod predict;

@@ -40,28 +40,40 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
 /// Loads `dir` (config.json, model.safetensors, optional preprocessor_config.json), or the
 /// embedded default when `dir` is `None`.
 pub fn load_model(dir: Option<&Path>) -> Result<Model, CliError> {
-    let Some(dir) = dir else {
-        return Model::embedded_default().map_err(|source| CliError::Model {
-            path: "<embedded default>".into(),
-            source,
-        });
+    load_model_with(dir, &LoadOptions::default())
+}
+
+/// [`load_model`] with options (e.g. a new head for other labels).
+pub fn load_model_with(dir: Option<&Path>, opts: &LoadOptions) -> Result<Model, CliError> {
+    use flops_web::model::embedded;
+    let (owned, name): ([Option<Vec<u8>>; 3], PathBuf) = match dir {
+        None => ([None, None, None], "<embedded default>".into()),
+        Some(dir) if !dir.is_dir() => {
+            return Err(CliError::Io {
+                path: dir.to_owned(),
+                message: "not a directory (expected a model folder)".into(),
+            })
+        }
+        Some(dir) => (
+            [
+                read_optional(&dir.join("config.json"))?,
+                read_optional(&dir.join("model.safetensors"))?,
+                read_optional(&dir.join("preprocessor_config.json"))?,
+            ],
+            dir.to_owned(),
+        ),
     };
-    if !dir.is_dir() {
-        return Err(CliError::Io {
-            path: dir.to_owned(),
-            message: "not a directory (expected a model folder)".into(),
-        });
-    }
-    let config = read_optional(&dir.join("config.json"))?;
-    let weights = read_optional(&dir.join("model.safetensors"))?;
-    let preprocessor = read_optional(&dir.join("preprocessor_config.json"))?;
-    let files = ModelFiles {
-        config: config.as_deref(),
-        weights: weights.as_deref(),
-        preprocessor: preprocessor.as_deref(),
+    let files = match dir {
+        None => ModelFiles {
+            config: Some(embedded::CONFIG),
+            weights: Some(embedded::WEIGHTS),
+            preprocessor: Some(embedded::PREPROCESSOR),
+        },
+        Some(_) => ModelFiles {
+            config: owned[0].as_deref(),
+            weights: owned[1].as_deref(),
+            preprocessor: owned[2].as_deref(),
+        },
     };
-    Model::load(files, &LoadOptions::default()).map_err(|source| CliError::Model {
-        path: dir.to_owned(),
-        source,
-    })
+    Model::load(files, opts).map_err(|source| CliError::Model { path: name, source })
 }

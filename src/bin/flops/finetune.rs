@@ -1,0 +1,346 @@
+//! `flops finetune` and `flops eval`: forward-only fine-tuning and evaluation.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use flops_web::learn::cpu::CpuBackend;
+use flops_web::learn::data::{Dataset, Skipped};
+use flops_web::learn::estimate::EstimatorKind;
+use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use flops_web::learn::trainer::{evaluate, EvalResult, Prepared, TrainConfig, Trainer};
+use flops_web::learn::tuning::Tuning;
+use flops_web::learn::{AllocatorKind, LearnError};
+use flops_web::model::{LoadOptions, Model};
+use serde::Serialize;
+
+use crate::model_dir::{load_model_with, read_file, CliError};
+
+#[derive(Args)]
+pub struct DataArgs {
+    /// Model folder; default: the embedded MNIST model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A folder with one subfolder of images per class; default: the embedded Animal-Shape set
+    /// (its train split trains, its test split validates).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Share of each class held out for validation when --data is a folder.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// lr (likelihood ratio, activation noise) or spsa (two-point weight perturbation).
+    #[arg(long, default_value = "lr", value_parser = ["lr", "spsa"])]
+    estimator: String,
+    /// Query allocator: flops, uniform, neyman or bernoulli.
+    #[arg(long, default_value = "flops")]
+    allocator: AllocatorKind,
+    /// Perturbed queries per data point on average (n_bar); the step budget is batch * n_bar.
+    #[arg(long, default_value_t = 8)]
+    budget: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Optimiser steps (or use --epochs).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// What to tune: head, or last:K (the last K blocks, the final LayerNorm and the head).
+    #[arg(long, default_value = "head")]
+    tune: Tuning,
+    /// Adam learning rate (cosine decay).
+    #[arg(long, default_value_t = 0.05)]
+    lr: f32,
+    /// Noise scale: LR activation sigma, or SPSA eps.
+    #[arg(long, default_value_t = 0.1)]
+    sigma: f32,
+    /// One-sided LR instead of antithetic pairs.
+    #[arg(long)]
+    no_antithetic: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Validate every this many steps (and at the end).
+    #[arg(long, default_value_t = 50)]
+    eval_every: usize,
+    /// Where to write the fine-tuned model (HF layout) and log.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar (the JSON-lines log is still written).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn learn_err(e: LearnError) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+/// Reads `dir/<class>/<image>` files; unreadable or undecodable files are reported and skipped.
+fn read_folder(dir: &Path) -> Result<(Dataset, Vec<Skipped>), CliError> {
+    let io = |p: &Path, e: std::io::Error| CliError::Io {
+        path: p.to_owned(),
+        message: e.to_string(),
+    };
+    let mut files: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut classes: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| io(dir, e))?;
+    classes.sort_by_key(|e| e.file_name());
+    for class in classes.into_iter().filter(|e| e.path().is_dir()) {
+        let name = class.file_name().to_string_lossy().into_owned();
+        let mut entries: Vec<_> = std::fs::read_dir(class.path())
+            .map_err(|e| io(&class.path(), e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| io(&class.path(), e))?;
+        entries.sort_by_key(|e| e.file_name());
+        for f in entries.into_iter().filter(|e| e.path().is_file()) {
+            let bytes = read_file(&f.path())?;
+            files.push((name.clone(), f.path().display().to_string(), bytes));
+        }
+    }
+    let (ds, skipped) =
+        Dataset::from_files(files.iter().map(|(c, n, b)| (c.as_str(), n.as_str(), b.as_slice()))).map_err(learn_err)?;
+    ds.check_trainable().map_err(|e| CliError::Io {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok((ds, skipped))
+}
+
+/// (train, validation) and the model with a head for the data's classes.
+fn load(args: &DataArgs, head_seed: u64) -> Result<(Model, Dataset, Dataset), CliError> {
+    let (train, val) = match &args.data {
+        None => Dataset::animal_shape().map_err(learn_err)?,
+        Some(dir) => {
+            let (ds, skipped) = read_folder(dir)?;
+            for s in &skipped {
+                eprintln!("warning: skipped {}: {}", s.name, s.reason);
+            }
+            ds.split(args.val_fraction, head_seed)
+        }
+    };
+    let opts = LoadOptions {
+        labels: Some(train.classes.clone()),
+        head_seed,
+    };
+    let model = load_model_with(args.model.as_deref(), &opts)?;
+    Ok((model, train, val))
+}
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+enum LogLine<'a> {
+    Config {
+        config: &'a TrainConfig,
+        train_images: usize,
+        val_images: usize,
+        classes: &'a [String],
+    },
+    Step(&'a flops_web::learn::trainer::StepEvent),
+    Eval {
+        step: usize,
+        queries: u64,
+        loss: f32,
+        accuracy: f32,
+    },
+}
+
+pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
+    let estimator = match args.estimator.as_str() {
+        "spsa" => EstimatorKind::Spsa { eps: args.sigma },
+        _ => EstimatorKind::Lr {
+            sigma: args.sigma,
+            antithetic: !args.no_antithetic,
+        },
+    };
+    let (model, train, val) = load(&args.data, args.seed)?;
+    let per_epoch = train.len().div_ceil(args.batch.max(1));
+    let steps = args.steps.or(args.epochs.map(|e| e * per_epoch)).unwrap_or(300);
+    let config = TrainConfig {
+        estimator,
+        allocator: args.allocator,
+        queries_per_point: args.budget,
+        batch: args.batch,
+        steps,
+        tuning: args.tune,
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::adam(),
+            lr: args.lr,
+            schedule: Schedule::Cosine,
+            clip_norm: Some(5.0),
+        },
+        seed: args.seed,
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::Io {
+        path: args.out.clone(),
+        message: e.to_string(),
+    })?;
+    let log_path = args.out.join("log.jsonl");
+    let mut log = std::fs::File::create(&log_path).map_err(|e| CliError::Io {
+        path: log_path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut write = |line: &LogLine| -> Result<(), CliError> {
+        let s = serde_json::to_string(line).map_err(|e| CliError::Other(e.to_string()))?;
+        writeln!(log, "{s}").map_err(|e| CliError::Io {
+            path: log_path.clone(),
+            message: e.to_string(),
+        })
+    };
+    write(&LogLine::Config {
+        config: &config,
+        train_images: train.len(),
+        val_images: val.len(),
+        classes: &train.classes,
+    })?;
+
+    let pre = model.preprocessor.clone();
+    let train_p = Prepared::new(&train, &pre).map_err(learn_err)?;
+    let val_p = Prepared::new(&val, &pre).map_err(learn_err)?;
+    let num_labels = model.labels().len();
+    let layout = model.layout;
+    let mut trainer = Trainer::new(CpuBackend::new(model.net), config, train_p).map_err(learn_err)?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut failure = None;
+    let mut last_val: Option<EvalResult> = None;
+    for s in 0..steps {
+        match trainer.step() {
+            Ok(ev) => {
+                write(&LogLine::Step(&ev))?;
+                bar.set_message(format!(
+                    "loss {:.3} batch acc {:.2} {:.0} q/s{}",
+                    ev.loss,
+                    ev.accuracy,
+                    ev.queries_per_second,
+                    last_val
+                        .as_ref()
+                        .map(|v| format!(" val acc {:.3}", v.accuracy))
+                        .unwrap_or_default()
+                ));
+                bar.inc(1);
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        if (s + 1) % args.eval_every.max(1) == 0 || s + 1 == steps {
+            let r = evaluate(&mut trainer.backend, &val_p, num_labels, 64).map_err(learn_err)?;
+            write(&LogLine::Eval {
+                step: trainer.step,
+                queries: trainer.queries,
+                loss: r.loss,
+                accuracy: r.accuracy,
+            })?;
+            last_val = Some(r);
+        }
+    }
+    bar.finish_and_clear();
+    // The parameters are the last good ones even after a failure: export them either way.
+    let tuned = Model {
+        net: flops_web::learn::backend::Backend::network(&trainer.backend).clone(),
+        preprocessor: pre,
+        layout,
+    };
+    let exported = tuned.export().map_err(|e| CliError::Other(e.to_string()))?;
+    for (name, bytes) in [
+        ("model.safetensors", exported.weights.as_slice()),
+        ("config.json", exported.config.as_bytes()),
+        ("preprocessor_config.json", exported.preprocessor.as_bytes()),
+    ] {
+        let p = args.out.join(name);
+        std::fs::write(&p, bytes).map_err(|e| CliError::Io {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    if let Some(e) = failure {
+        return Err(CliError::Other(format!(
+            "{e}; the last good model is in {}",
+            args.out.display()
+        )));
+    }
+    let v = last_val.map(|v| v.accuracy).unwrap_or(f32::NAN);
+    eprintln!(
+        "done: {} steps, {} queries (clean passes included), validation accuracy {:.3}; model and log.jsonl in {}",
+        trainer.step,
+        trainer.queries,
+        v,
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct EvalOut<'a> {
+    images: usize,
+    loss: f32,
+    accuracy: f32,
+    labels: &'a [String],
+    per_class_accuracy: Vec<f32>,
+    confusion: &'a [Vec<usize>],
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<(), CliError> {
+    let (model, _train, val) = {
+        // Evaluate with the model's own head when its labels match the data's.
+        let model = load_model_with(args.data.model.as_deref(), &LoadOptions::default())?;
+        let (train, val) = match &args.data.data {
+            None => Dataset::animal_shape().map_err(learn_err)?,
+            Some(dir) => {
+                let (ds, _) = read_folder(dir)?;
+                (Dataset::default(), ds)
+            }
+        };
+        if model.labels() != val.classes {
+            return Err(CliError::Other(format!(
+                "the model's labels {:?} differ from the data's classes {:?}",
+                model.labels(),
+                val.classes
+            )));
+        }
+        (model, train, val)
+    };
+    let labels = model.labels();
+    let val_p = Prepared::new(&val, &model.preprocessor).map_err(learn_err)?;
+    let mut backend = CpuBackend::new(model.net);
+    let r = evaluate(&mut backend, &val_p, labels.len(), 64).map_err(learn_err)?;
+    let per_class = r
+        .confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| row[i] as f32 / row.iter().sum::<usize>().max(1) as f32)
+        .collect();
+    let out = EvalOut {
+        images: val.len(),
+        loss: r.loss,
+        accuracy: r.accuracy,
+        labels: &labels,
+        per_class_accuracy: per_class,
+        confusion: &r.confusion,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&out).map_err(|e| CliError::Other(e.to_string()))?
+    );
+    Ok(())
+}
