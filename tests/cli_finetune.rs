@@ -148,3 +148,30 @@ fn eval_reports_accuracy_as_json() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("differ from the data's classes"));
 }
+
+#[test]
+fn gpu_backend_runs_the_same_command() {
+    let out = tmp("gpu");
+    let o = out.to_str().unwrap();
+    let r = flops(&[
+        "finetune",
+        "--backend",
+        "gpu",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--budget",
+        "4",
+        "--out",
+        o,
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    assert!(stderr.contains("training on"), "{stderr}");
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"step\"")).count(), 2);
+    assert!(out.join("model.safetensors").exists());
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -4,13 +4,14 @@
 //! ([`GpuForward`], [`RowPlan`]).
 //!
 //! Shapes: `T = 1 + patches` tokens, `D` hidden, `I` MLP width, `R` query rows, `B` images.
-//! Not provided here: gradient accumulation and optimiser steps (they reuse [`crate::noise`]
-//! and [`LrInputs`]), perturbation of the embeddings, f16.
+//! Gradient accumulation and the optimiser step run on the GPU too ([`learn::GpuBackend`],
+//! the learning core's backend). Not provided here: perturbation of the embeddings, f16.
 
 pub mod context;
 pub mod encode;
 pub mod error;
 pub mod forward;
+pub mod learn;
 pub mod model;
 pub mod ops;
 pub mod plan;
@@ -21,6 +22,7 @@ pub mod tensor;
 pub use context::{AdapterSummary, GpuContext, GpuOptions, PipelineKey};
 pub use error::{GpuError, Result};
 pub use forward::{ForwardOptions, GpuForward, KeptInput, LrInputs, PendingForward, RowOutputs};
+pub use learn::GpuBackend;
 pub use model::GpuModel;
 pub use plan::{Perturbation, QueryRow, RowPlan};
 pub use tensor::GpuTensor;

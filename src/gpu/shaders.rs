@@ -16,10 +16,12 @@ pub enum Kernel {
     Elementwise,
     Loss,
     RngFill,
+    Grad,
+    Optim,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Matmul,
         Kernel::LayerNorm,
         Kernel::Attention,
@@ -27,6 +29,8 @@ impl Kernel {
         Kernel::Elementwise,
         Kernel::Loss,
         Kernel::RngFill,
+        Kernel::Grad,
+        Kernel::Optim,
     ];
 
     /// The file in `shaders/`.
@@ -39,6 +43,8 @@ impl Kernel {
             Kernel::Elementwise => "elementwise.wgsl",
             Kernel::Loss => "loss.wgsl",
             Kernel::RngFill => "rng_fill.wgsl",
+            Kernel::Grad => "grad.wgsl",
+            Kernel::Optim => "optim.wgsl",
         }
     }
 
@@ -55,13 +61,15 @@ impl Kernel {
             Kernel::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Kernel::Loss => include_str!("../../shaders/loss.wgsl"),
             Kernel::RngFill => include_str!("../../shaders/rng_fill.wgsl"),
+            Kernel::Grad => include_str!("../../shaders/grad.wgsl"),
+            Kernel::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 
     fn needs_rng(self) -> bool {
         matches!(
             self,
-            Kernel::Matmul | Kernel::LayerNorm | Kernel::Loss | Kernel::RngFill
+            Kernel::Matmul | Kernel::LayerNorm | Kernel::Loss | Kernel::RngFill | Kernel::Grad
         )
     }
 
@@ -90,6 +98,8 @@ impl Kernel {
             Kernel::Embed => &["im2col", "assemble"],
             Kernel::Elementwise => &["add", "gather"],
             Kernel::RngFill => &["raw", "normal"],
+            Kernel::Grad => &["lr_noise", "outer", "bias", "spsa"],
+            Kernel::Optim => &["sumsq_partial", "sumsq_final", "update"],
             _ => &["main"],
         }
     }
@@ -99,6 +109,7 @@ impl Kernel {
         match self {
             Kernel::Matmul => &["HAS_BIAS", "GELU", "LR_NOISE", "WEIGHT_PERT"],
             Kernel::LayerNorm => &["WEIGHT_PERT"],
+            Kernel::Optim => &["ADAM"],
             _ => &[],
         }
     }

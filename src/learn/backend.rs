@@ -3,6 +3,7 @@
 
 use super::error::LearnError;
 use super::estimate::{EstimatorKind, Query};
+use super::optim::Optimizer;
 use crate::model::{LinearSite, ViTForImageClassification};
 
 /// A batch of preprocessed images.
@@ -59,4 +60,29 @@ pub trait Backend {
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError>;
     /// The network as it is now (for evaluation on the CPU and export).
     fn network(&self) -> &ViTForImageClassification;
+
+    /// One optimiser step on the tuned tensors from the estimate of `coefficients` (as
+    /// [`Backend::gradient`]) at learning rate `lr`; returns the gradient's norm before
+    /// clipping. On a non-finite norm or parameter the parameters are left unchanged and
+    /// [`LearnError::NonFinite`] is returned. The default runs `optimizer` on the host; a
+    /// backend may keep the optimiser state itself (the GPU one does, taking only
+    /// `optimizer.config` from the argument).
+    fn step(
+        &mut self,
+        plan: &StepPlan,
+        coefficients: &[f32],
+        optimizer: &mut Optimizer,
+        lr: f32,
+    ) -> Result<f32, LearnError> {
+        let grad = self.gradient(plan, coefficients)?;
+        let mut params = self.read_params(&plan.tensors);
+        let norm = optimizer.step(&mut params, &grad, lr);
+        if !norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
+            return Err(LearnError::NonFinite {
+                step: plan.step as usize,
+            });
+        }
+        self.write_params(&plan.tensors, &params)?;
+        Ok(norm)
+    }
 }

@@ -12,4 +12,6 @@ pub enum LearnError {
     Data { message: String },
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }

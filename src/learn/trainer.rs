@@ -259,15 +259,11 @@ impl<B: Backend> Trainer<B> {
             EstimatorKind::Lr { sigma, .. } => lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, sigma),
             EstimatorKind::Spsa { eps } => spsa_coefficients(&plan.queries, &losses, &alloc, eps),
         };
-        let grad = self.backend.gradient(&plan, &coeffs)?;
-        let before = self.backend.read_params(&plan.tensors);
-        let mut params = before.clone();
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
-        let grad_norm = self.optimizer.step(&mut params, &grad, lr);
-        if !grad_norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
-            return Err(LearnError::NonFinite { step: self.step });
-        }
-        self.backend.write_params(&plan.tensors, &params)?;
+        let grad_norm = match self.backend.step(&plan, &coeffs, &mut self.optimizer, lr) {
+            Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
+            r => r?,
+        };
 
         let measured = measured_variance(plan.kind, &plan.queries, &losses, &clean.losses, &alloc);
         self.allocator.update(

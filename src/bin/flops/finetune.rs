@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use flops_web::learn::backend::Backend;
 use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::data::{Dataset, Skipped};
 use flops_web::learn::estimate::EstimatorKind;
@@ -73,6 +74,10 @@ pub struct FinetuneArgs {
     /// No progress bar (the JSON-lines log is still written).
     #[arg(long)]
     quiet: bool,
+    /// Where the forward passes, gradient and optimiser run: gpu (wgpu: Vulkan, Metal, DX12; on
+    /// a machine without a GPU, lavapipe) or cpu (the reference implementation).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    backend: String,
 }
 
 #[derive(Args)]
@@ -209,9 +214,55 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
     let train_p = Prepared::new(&train, &pre).map_err(learn_err)?;
     let val_p = Prepared::new(&val, &pre).map_err(learn_err)?;
     let num_labels = model.labels().len();
-    let layout = model.layout;
-    let mut trainer = Trainer::new(CpuBackend::new(model.net), config, train_p).map_err(learn_err)?;
-    let bar = if args.quiet {
+    let ctx = Run {
+        num_labels,
+        layout: model.layout,
+        pre,
+        steps,
+        eval_every: args.eval_every,
+        out: &args.out,
+        quiet: args.quiet,
+    };
+    if args.backend == "gpu" {
+        let gpu = flops_web::gpu::GpuContext::new_blocking(&Default::default())
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        eprintln!("training on {}", gpu.summary().name);
+        let backend = flops_web::gpu::GpuBackend::new(std::sync::Arc::new(gpu), model.net).map_err(learn_err)?;
+        train_loop(
+            Trainer::new(backend, config, train_p).map_err(learn_err)?,
+            &val_p,
+            &ctx,
+            &mut write,
+        )
+    } else {
+        train_loop(
+            Trainer::new(CpuBackend::new(model.net), config, train_p).map_err(learn_err)?,
+            &val_p,
+            &ctx,
+            &mut write,
+        )
+    }
+}
+
+/// What the training loop needs besides the trainer.
+struct Run<'a> {
+    num_labels: usize,
+    layout: flops_web::model::Layout,
+    pre: flops_web::model::Preprocessor,
+    steps: usize,
+    eval_every: usize,
+    out: &'a Path,
+    quiet: bool,
+}
+
+fn train_loop<B: Backend>(
+    mut trainer: Trainer<B>,
+    val_p: &Prepared,
+    run: &Run,
+    write: &mut dyn FnMut(&LogLine) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let (steps, num_labels) = (run.steps, run.num_labels);
+    let bar = if run.quiet {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(steps as u64)
@@ -243,8 +294,8 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
                 break;
             }
         }
-        if (s + 1) % args.eval_every.max(1) == 0 || s + 1 == steps {
-            let r = evaluate(&mut trainer.backend, &val_p, num_labels, 64).map_err(learn_err)?;
+        if (s + 1) % run.eval_every.max(1) == 0 || s + 1 == steps {
+            let r = evaluate(&mut trainer.backend, val_p, num_labels, 64).map_err(learn_err)?;
             write(&LogLine::Eval {
                 step: trainer.step,
                 queries: trainer.queries,
@@ -257,9 +308,9 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
     bar.finish_and_clear();
     // The parameters are the last good ones even after a failure: export them either way.
     let tuned = Model {
-        net: flops_web::learn::backend::Backend::network(&trainer.backend).clone(),
-        preprocessor: pre,
-        layout,
+        net: trainer.backend.network().clone(),
+        preprocessor: run.pre.clone(),
+        layout: run.layout,
     };
     let exported = tuned.export().map_err(|e| CliError::Other(e.to_string()))?;
     for (name, bytes) in [
@@ -267,7 +318,7 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
         ("config.json", exported.config.as_bytes()),
         ("preprocessor_config.json", exported.preprocessor.as_bytes()),
     ] {
-        let p = args.out.join(name);
+        let p = run.out.join(name);
         std::fs::write(&p, bytes).map_err(|e| CliError::Io {
             path: p.clone(),
             message: e.to_string(),
@@ -276,7 +327,7 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
     if let Some(e) = failure {
         return Err(CliError::Other(format!(
             "{e}; the last good model is in {}",
-            args.out.display()
+            run.out.display()
         )));
     }
     let v = last_val.map(|v| v.accuracy).unwrap_or(f32::NAN);
@@ -285,7 +336,7 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
         trainer.step,
         trainer.queries,
         v,
-        args.out.display()
+        run.out.display()
     );
     Ok(())
 }

@@ -1,0 +1,159 @@
+// Gradient accumulation of the forward-only estimators, into one flat gradient `g` over the
+// tuned tensors (offsets from the params). Needs rng.wgsl in front. Noise is regenerated from
+// the same streams as the forward (src/noise.rs), never stored between passes.
+//   lr_noise: e[r, t, o] = c_r * eps_r(t * N + o)   LR noise of one site for a chunk of rows,
+//             scaled by each row's coefficient; eps_r = Stream::lr(seed, step, site, id_r)
+//   outer:    g[out_off + o * K + i] += sum_m e[m, o] * u[m, i]   (m over rows * tokens)
+//   bias:     g[out_off + o] += sum_m e[m, o]
+//   spsa:     g[out_off + j] += sum_k c_k z_k(j),  z_k = Stream::weight(seed, step, tensor, k)
+// 1-D kernels use a 2-D grid: x * 64 threads per y.
+
+struct GradParams {
+    seed_lo: u32,
+    seed_hi: u32,
+    step: u32,
+    id: u32,       // lr_noise: site id; spsa: tensor id
+    rows: u32,     // lr_noise/outer/bias: query rows of the chunk; spsa: directions
+    tokens: u32,   // token rows per query row (1 for the classifier)
+    n: u32,        // output features N (spsa: elements of the tensor)
+    k: u32,        // input features K
+    out_off: u32,  // first element of the tensor in g
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: GradParams;
+// lr_noise: [rows, 2] per chunk row: coefficient c_r (f32 bits), noise row id
+@group(0) @binding(1) var<storage, read> row_table: array<u32>;
+// lr_noise: written, outer/bias: read. [rows, tokens, N]
+@group(0) @binding(2) var<storage, read_write> e: array<f32>;
+@group(0) @binding(3) var<storage, read> u: array<f32>;            // outer: [rows, tokens, K]
+@group(0) @binding(4) var<storage, read_write> g: array<f32>;      // [total]
+@group(0) @binding(5) var<storage, read> coeff: array<f32>;        // spsa: [directions]
+
+// The four normals of Philox block `b` of `s` (elements 4b .. 4b + 3), as rng_normal gives them.
+fn grad_block_normals(s: NoiseStream, b: u32) -> vec4<f32> {
+    let x = philox4x32_10(vec4<u32>(b, s.sub, s.step, s.tag), s.key);
+    let r0 = sqrt(-2.0 * rng_ln_unit(rng_uniform(x.x)));
+    let sc0 = rng_sincos_turns(rng_uniform(x.y));
+    let r1 = sqrt(-2.0 * rng_ln_unit(rng_uniform(x.z)));
+    let sc1 = rng_sincos_turns(rng_uniform(x.w));
+    return vec4<f32>(r0 * sc0.y, r0 * sc0.x, r1 * sc1.y, r1 * sc1.x);
+}
+
+fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
+// One thread per (row, Philox block of the row's T * N elements).
+@compute @workgroup_size(64)
+fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let per_row = p.tokens * p.n;
+    let blocks = (per_row + 3u) / 4u;
+    let i = flat_id(gid, nwg);
+    if (i >= p.rows * blocks) {
+        return;
+    }
+    let r = i / blocks;
+    let b = i % blocks;
+    let c = bitcast<f32>(row_table[2u * r]);
+    let s = NoiseStream(vec2<u32>(p.seed_lo, p.seed_hi), row_table[2u * r + 1u], p.step, (1u << 24u) | p.id);
+    let z = grad_block_normals(s, b);
+    for (var j = 0u; j < 4u; j++) {
+        let el = 4u * b + j;
+        if (el < per_row) {
+            e[r * per_row + el] = c * z[j];
+        }
+    }
+}
+
+const TILE: u32 = 32u;
+const BM: u32 = 16u;
+var<workgroup> es: array<array<f32, 33>, 16>;  // [BM, TILE + 1]: e tile (m, o)
+var<workgroup> us: array<array<f32, 33>, 16>;  // [BM, TILE + 1]: u tile (m, i)
+
+// 32x32 tile of G[N, K] (o along y, i along x), 16x16 threads with 2x2 outputs, M steps of 16.
+// Dispatch: (ceil(K / 32), ceil(N / 32), 1).
+@compute @workgroup_size(16, 16)
+fn outer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m_total = p.rows * p.tokens;
+    let o0 = wg.y * TILE;
+    let i0 = wg.x * TILE;
+    let flat = lid.y * 16u + lid.x;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var m0 = 0u; m0 < m_total; m0 += BM) {
+        for (var h = 0u; h < 2u; h++) {
+            let idx = flat + 256u * h;  // 0..512 over [BM, TILE]
+            let mm = m0 + idx / TILE;
+            let c = idx % TILE;
+            var ev = 0.0;
+            var uv = 0.0;
+            if (mm < m_total) {
+                if (o0 + c < p.n) {
+                    ev = e[mm * p.n + o0 + c];
+                }
+                if (i0 + c < p.k) {
+                    uv = u[mm * p.k + i0 + c];
+                }
+            }
+            es[idx / TILE][c] = ev;
+            us[idx / TILE][c] = uv;
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < BM; j++) {
+            let a0 = es[j][lid.y];
+            let a1 = es[j][lid.y + 16u];
+            let b0 = us[j][lid.x];
+            let b1 = us[j][lid.x + 16u];
+            acc[0] += a0 * b0;
+            acc[1] += a0 * b1;
+            acc[2] += a1 * b0;
+            acc[3] += a1 * b1;
+        }
+        workgroupBarrier();
+    }
+    for (var q = 0u; q < 4u; q++) {
+        let o = o0 + lid.y + 16u * (q / 2u);
+        let i = i0 + lid.x + 16u * (q % 2u);
+        if (o < p.n && i < p.k) {
+            let at = p.out_off + o * p.k + i;
+            g[at] = g[at] + acc[q];
+        }
+    }
+}
+
+// One thread per output unit o.
+@compute @workgroup_size(64)
+fn bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = flat_id(gid, nwg);
+    if (o >= p.n) {
+        return;
+    }
+    var acc = 0.0;
+    let m_total = p.rows * p.tokens;
+    for (var m = 0u; m < m_total; m++) {
+        acc += e[m * p.n + o];
+    }
+    g[p.out_off + o] = g[p.out_off + o] + acc;
+}
+
+// One thread per Philox block (4 elements) of one tensor, looping over the directions.
+@compute @workgroup_size(64)
+fn spsa(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = flat_id(gid, nwg);
+    if (4u * b >= p.n) {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < p.rows; k++) {
+        let s = NoiseStream(vec2<u32>(p.seed_lo, p.seed_hi), k, p.step, (2u << 24u) | p.id);
+        acc += coeff[k] * grad_block_normals(s, b);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let el = 4u * b + j;
+        if (el < p.n) {
+            g[p.out_off + el] = g[p.out_off + el] + acc[j];
+        }
+    }
+}

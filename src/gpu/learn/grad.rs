@@ -1,0 +1,174 @@
+//! Recording a step's gradient estimate into one flat GPU tensor `g: [total]` over the tuned
+//! tensors, in `plan.tensors` order. Layer inputs stay on the GPU; only the coefficients
+//! (one f32 per LR query or per SPSA direction) are uploaded.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::gpu::context::GpuContext;
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::forward::LrInputs;
+use crate::gpu::model::GpuModel;
+use crate::gpu::ops::{self, Op};
+use crate::gpu::tensor::{upload_bytes, upload_u32, GpuTensor};
+use crate::learn::backend::StepPlan;
+use crate::noise::site_id;
+
+/// Offsets of the tuned tensors in the flat gradient (and optimiser state).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Layout {
+    pub tensors: Vec<u32>,
+    pub offsets: Vec<usize>,
+    pub total: usize,
+}
+
+impl Layout {
+    pub fn of(model: &GpuModel, tensors: &[u32]) -> Result<Self> {
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut total = 0;
+        for &t in tensors {
+            offsets.push(total);
+            total += model.get(t)?.numel();
+        }
+        if total == 0 {
+            return Err(GpuError::Plan {
+                reason: "no tuned parameters".into(),
+            });
+        }
+        Ok(Self {
+            tensors: tensors.to_vec(),
+            offsets,
+            total,
+        })
+    }
+
+    pub fn offset(&self, tensor: u32) -> Option<usize> {
+        self.tensors.iter().position(|&t| t == tensor).map(|i| self.offsets[i])
+    }
+}
+
+fn plan_err(reason: String) -> GpuError {
+    GpuError::Plan { reason }
+}
+
+/// LR: `G_W += sum_r c_r sum_t eps_r[t] (x) u_r[t]`, `G_b += sum_r c_r sum_t eps_r[t]` for every
+/// kept input of a tuned site. `inputs` are the last forward's (internal row order).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_lr(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    plan: &StepPlan,
+    inputs: &LrInputs,
+    coefficients: &[f32],
+    layout: &Layout,
+    g: &GpuTensor,
+    ops: &mut Vec<Op>,
+) -> Result<()> {
+    if coefficients.len() != plan.queries.len() || inputs.order.len() != plan.queries.len() {
+        return Err(plan_err(format!(
+            "{} coefficients and {} forward rows for {} queries",
+            coefficients.len(),
+            inputs.order.len(),
+            plan.queries.len()
+        )));
+    }
+    // (kept input, weight, bias slot, out dim, in dim, tokens) of every tuned site.
+    let mut work = Vec::new();
+    let mut widest = 0;
+    for kept in &inputs.kept {
+        if !plan.sites.contains(&kept.site) {
+            continue;
+        }
+        let Some(lin) = model.ids.linear(kept.site) else {
+            continue;
+        };
+        let Some(w_off) = layout.offset(lin.weight) else {
+            continue;
+        };
+        let w = model.get(lin.weight)?;
+        let n = w.shape.first().copied().unwrap_or(0).max(1);
+        let k = w.numel() / n;
+        let rows = kept.rows.len();
+        if rows == 0 || !kept.tensor.numel().is_multiple_of(rows * k) {
+            return Err(plan_err(format!(
+                "kept input of {:?} has shape {:?}, not [{rows}, _, {k}]",
+                kept.site, kept.tensor.shape
+            )));
+        }
+        let tokens = kept.tensor.numel() / (rows * k);
+        widest = widest.max(rows * tokens * n);
+        let b_off = lin.bias.and_then(|b| layout.offset(b));
+        work.push((kept, w_off, b_off, n, k, tokens));
+    }
+    if work.is_empty() {
+        return Ok(());
+    }
+    let e_all = GpuTensor::zeros(ctx, "scaled LR noise", &[widest])?;
+    let mut tables: HashMap<Range<usize>, wgpu::Buffer> = HashMap::new();
+    for (kept, w_off, b_off, n, k, tokens) in work {
+        let rows = kept.rows.len();
+        let table = match tables.get(&kept.rows) {
+            Some(t) => t.clone(),
+            None => {
+                let mut words = Vec::with_capacity(2 * rows);
+                for internal in kept.rows.clone() {
+                    let r = *inputs
+                        .order
+                        .get(internal)
+                        .ok_or_else(|| plan_err(format!("internal row {internal} beyond the forward")))?;
+                    words.extend([coefficients[r].to_bits(), plan.queries[r].noise]);
+                }
+                let t = upload_u32(ctx, "LR row coefficients", &words)?;
+                tables.insert(kept.rows.clone(), t.clone());
+                t
+            }
+        };
+        let e = e_all.view(&[rows, tokens, n])?;
+        let u = kept.tensor.view(&[rows, tokens, k])?;
+        ops.push(ops::lr_noise(
+            plan.seed,
+            plan.step,
+            site_id(kept.site),
+            &table,
+            rows,
+            tokens,
+            n,
+            &e,
+        )?);
+        ops.push(ops::grad_outer(&e, &u, rows, tokens, g, w_off)?);
+        if let Some(b) = b_off {
+            ops.push(ops::grad_bias(&e, rows, tokens, g, b)?);
+        }
+    }
+    Ok(())
+}
+
+/// SPSA: `G_t += sum_k c_k z_k(t)` for every tuned tensor, `z_k` regenerated in the shader.
+pub(super) fn record_spsa(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    plan: &StepPlan,
+    coefficients: &[f32],
+    layout: &Layout,
+    g: &GpuTensor,
+    ops: &mut Vec<Op>,
+) -> Result<()> {
+    if coefficients.is_empty() {
+        return Ok(());
+    }
+    let coeff = upload_bytes(ctx, "SPSA coefficients", bytemuck::cast_slice(coefficients))?;
+    for (&t, &off) in layout.tensors.iter().zip(&layout.offsets) {
+        let n = model.get(t)?.numel();
+        ops.push(ops::spsa_grad(
+            plan.seed,
+            plan.step,
+            t,
+            n,
+            &coeff,
+            coefficients.len(),
+            g,
+            off,
+        )?);
+    }
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! The GPU learning backend against the CPU backend (the oracle), natively on lavapipe. No
+//! adapter is a failure, not a skip.
+//!
+//! Tolerances: losses max |err| <= 1e-4 (the forward's bar); gradients max |err| <= 1e-4 *
+//! max |g| (f32 sums of GPU-kept inputs vs the CPU's f64 sums); parameter updates after two
+//! steps max |err| <= 1e-3 * max |update| (Adam: elements whose CPU gradient is below 1e-5 *
+//! max |g| are left out: there `g / (|g| + eps)` flips with the last bits of `g`).
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use flops_web::gpu::{GpuBackend, GpuContext, GpuOptions};
+use flops_web::learn::backend::{Backend, Batch, StepPlan};
+use flops_web::learn::cpu::CpuBackend;
+use flops_web::learn::data::Dataset;
+use flops_web::learn::estimate::{lr_coefficients, plan_queries, spsa_coefficients, EstimatorKind};
+use flops_web::learn::optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
+use flops_web::learn::trainer::{evaluate, Prepared, TrainConfig, Trainer};
+use flops_web::learn::tuning::Tuning;
+use flops_web::learn::AllocatorKind;
+use flops_web::model::perturb::TensorIds;
+use flops_web::model::{embedded, LoadOptions, Model, ModelFiles, ViTForImageClassification};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Arc::new(
+            GpuContext::new_blocking(&GpuOptions {
+                backends_from_env: true,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| {
+                panic!("GPU tests need an adapter: {e}\nHINT: run scripts/setup.sh (installs lavapipe)")
+            }),
+        )
+    })
+    .clone()
+}
+
+fn net() -> ViTForImageClassification {
+    Model::embedded_default().expect("default model").net
+}
+
+fn images(net: &ViTForImageClassification, n: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let px = (0..n * net.config.image_numel())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let labels = (0..n).map(|_| rng.random_range(0..net.config.num_labels())).collect();
+    (px, labels)
+}
+
+fn plan(net: &ViTForImageClassification, kind: EstimatorKind, tuning: Tuning, alloc: &[usize], step: u32) -> StepPlan {
+    let layers = net.vit.layers.len();
+    let ids = TensorIds::of(net);
+    let (sites, mut tensors) = match kind {
+        EstimatorKind::Lr { .. } => (tuning.lr_sites(layers), tuning.lr_tensors(&ids)),
+        EstimatorKind::Spsa { .. } => (Vec::new(), tuning.all_tensors(&ids)),
+    };
+    tensors.sort_unstable();
+    StepPlan {
+        kind,
+        seed: 11,
+        step,
+        queries: plan_queries(kind, alloc),
+        first_tuned: tuning.first_tuned_block(layers),
+        sites,
+        tensors,
+    }
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(what: &str, got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite");
+    eprintln!(
+        "{what}: max |err| {err:.3e}, max |ref| {scale:.3e}, relative {:.3e}",
+        err / scale
+    );
+    err / scale.max(f32::MIN_POSITIVE)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Clean and query losses on both backends (checked against each other) and the coefficients
+/// from the CPU's losses.
+fn query_both(cpu: &mut CpuBackend, gpu: &mut GpuBackend, batch: &Batch, plan: &StepPlan, alloc: &[usize]) -> Vec<f32> {
+    let (cc, gc) = (cpu.clean(batch).unwrap(), gpu.clean(batch).unwrap());
+    assert!(
+        max_abs_diff(&gc.losses, &cc.losses) <= 1e-4,
+        "clean losses {:?} vs {:?}",
+        gc.losses,
+        cc.losses
+    );
+    assert!(max_abs_diff(&gc.logits, &cc.logits) <= 1e-4, "clean logits");
+    let cl = cpu.query_losses(batch, plan).unwrap();
+    let gl = gpu.query_losses(batch, plan).unwrap();
+    let err = max_abs_diff(&gl, &cl);
+    assert!(err <= 1e-4, "query losses: max |err| {err:.3e}");
+    match plan.kind {
+        EstimatorKind::Lr { sigma, .. } => lr_coefficients(&plan.queries, &cl, &cc.losses, alloc, sigma),
+        EstimatorKind::Spsa { eps } => spsa_coefficients(&plan.queries, &cl, alloc, eps),
+    }
+}
+
+fn gradients_agree(kind: EstimatorKind, tuning: Tuning, alloc: &[usize], max_rows_per_chunk: Option<usize>) {
+    let net = net();
+    let (px, labels) = images(&net, alloc.len(), 3);
+    let batch = Batch {
+        pixels: &px,
+        labels: &labels,
+    };
+    let plan = plan(&net, kind, tuning, alloc, 5);
+    let mut cpu = CpuBackend::new(net.clone());
+    let mut gpu = GpuBackend::new(ctx(), net).unwrap();
+    gpu.forward.max_rows_per_chunk = max_rows_per_chunk;
+    let coeffs = query_both(&mut cpu, &mut gpu, &batch, &plan, alloc);
+    let want = cpu.gradient(&plan, &coeffs).unwrap();
+    let got = gpu.gradient(&plan, &coeffs).unwrap();
+    let rel = rel_err(&format!("{kind:?} {tuning:?} gradient"), &got, &want);
+    assert!(rel <= 1e-4, "gradient relative error {rel:.3e}");
+}
+
+#[test]
+fn lr_gradient_matches_cpu_head_and_last_block() {
+    let kind = EstimatorKind::Lr {
+        sigma: 0.1,
+        antithetic: true,
+    };
+    // Chunks of 5 rows: kept inputs span several chunks, and a chunk splits an antithetic pair.
+    gradients_agree(kind, Tuning::Last(1), &[4, 2, 4], Some(5));
+}
+
+#[test]
+fn lr_gradient_matches_cpu_head_only() {
+    let kind = EstimatorKind::Lr {
+        sigma: 0.05,
+        antithetic: false,
+    };
+    gradients_agree(kind, Tuning::Head, &[3, 1, 2, 2], None);
+}
+
+#[test]
+fn spsa_gradient_matches_cpu() {
+    gradients_agree(EstimatorKind::Spsa { eps: 1e-2 }, Tuning::Last(1), &[4, 2, 6], None);
+}
+
+fn steps_agree(optimizer: OptimizerKind, clip_norm: Option<f32>) {
+    let net = net();
+    let alloc = [4, 4, 2];
+    let (px, labels) = images(&net, alloc.len(), 9);
+    let batch = Batch {
+        pixels: &px,
+        labels: &labels,
+    };
+    let kind = EstimatorKind::Lr {
+        sigma: 0.1,
+        antithetic: true,
+    };
+    let config = OptimizerConfig {
+        kind: optimizer,
+        lr: 0.01,
+        schedule: Schedule::Constant,
+        clip_norm,
+    };
+    let mut cpu = CpuBackend::new(net.clone());
+    let mut gpu = GpuBackend::new(ctx(), net).unwrap();
+    let tensors = plan(cpu.network(), kind, Tuning::Last(1), &alloc, 0).tensors;
+    let before = cpu.read_params(&tensors);
+    let mut cpu_opt = Optimizer::new(config, before.len()).unwrap();
+    let mut gpu_opt = Optimizer::new(config, 0).unwrap();
+    let mut small = vec![false; before.len()];
+    for step in 0..2 {
+        let plan = plan(cpu.network(), kind, Tuning::Last(1), &alloc, step);
+        let coeffs = query_both(&mut cpu, &mut gpu, &batch, &plan, &alloc);
+        let g = cpu.gradient(&plan, &coeffs).unwrap();
+        let gmax = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (s, x) in small.iter_mut().zip(&g) {
+            *s |= x.abs() < 1e-5 * gmax;
+        }
+        let cn = cpu.step(&plan, &coeffs, &mut cpu_opt, config.lr).unwrap();
+        let gn = gpu.step(&plan, &coeffs, &mut gpu_opt, config.lr).unwrap();
+        assert!((gn - cn).abs() <= 1e-4 * cn, "step {step}: grad norm {gn} vs {cn}");
+    }
+    let delta = |after: Vec<f32>| -> Vec<f32> { after.iter().zip(&before).map(|(a, b)| a - b).collect() };
+    let (mut dc, mut dg) = (delta(cpu.read_params(&tensors)), delta(gpu.read_params(&tensors)));
+    if matches!(optimizer, OptimizerKind::Adam { .. }) {
+        let skipped = small.iter().filter(|&&s| s).count();
+        eprintln!(
+            "Adam: {skipped} of {} elements with |g| < 1e-5 max |g| left out",
+            small.len()
+        );
+        for ((c, g), &s) in dc.iter_mut().zip(&mut dg).zip(&small) {
+            if s {
+                (*c, *g) = (0.0, 0.0);
+            }
+        }
+    }
+    let rel = rel_err(&format!("{optimizer:?} clip {clip_norm:?} update"), &dg, &dc);
+    assert!(rel <= 1e-3, "update relative error {rel:.3e}");
+    // The lazily synced host copy equals the GPU's parameters.
+    let ids = TensorIds::of(gpu.network());
+    let head = gpu.network().params()[ids.classifier.weight as usize].data.clone();
+    let slot = tensors.iter().position(|&t| t == ids.classifier.weight).unwrap();
+    let off: usize = tensors[..slot]
+        .iter()
+        .map(|&t| cpu.network().params()[t as usize].numel())
+        .sum();
+    assert_eq!(head, gpu.read_params(&tensors)[off..off + head.len()].to_vec());
+}
+
+#[test]
+fn sgd_step_matches_cpu() {
+    steps_agree(OptimizerKind::Sgd { momentum: 0.9 }, None);
+}
+
+#[test]
+fn adam_step_with_clipping_matches_cpu() {
+    // A clip norm below the gradient's norm exercises the clip scale.
+    steps_agree(OptimizerKind::adam(), Some(1e-3));
+}
+
+fn animal_model() -> (ViTForImageClassification, Dataset) {
+    let (train, _) = Dataset::animal_shape().unwrap();
+    let files = ModelFiles {
+        config: Some(embedded::CONFIG),
+        weights: Some(embedded::WEIGHTS),
+        preprocessor: Some(embedded::PREPROCESSOR),
+    };
+    let model = Model::load(
+        files,
+        &LoadOptions {
+            labels: Some(train.classes.clone()),
+            head_seed: 1,
+        },
+    )
+    .unwrap();
+    (model.net, train.take_per_class(8))
+}
+
+fn animal_config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        estimator: EstimatorKind::Lr {
+            sigma: 0.1,
+            antithetic: true,
+        },
+        allocator: AllocatorKind::Uniform,
+        queries_per_point: 8,
+        batch: 16,
+        steps,
+        tuning: Tuning::Head,
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::adam(),
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            clip_norm: Some(5.0),
+        },
+        seed: 7,
+    }
+}
+
+#[test]
+fn gpu_trainer_lowers_the_clean_loss() {
+    let (net, train) = animal_model();
+    let pre = Model::embedded_default().unwrap().preprocessor;
+    let data = Prepared::new(&train, &pre).unwrap();
+    let classes = train.classes.len();
+    let config = animal_config(12);
+    let mut trainer = Trainer::new(GpuBackend::new(ctx(), net).unwrap(), config.clone(), data.clone()).unwrap();
+    let before = evaluate(&mut trainer.backend, &data, classes, 32).unwrap();
+    let t0 = Instant::now();
+    for _ in 0..config.steps {
+        trainer.step().unwrap();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = evaluate(&mut trainer.backend, &data, classes, 32).unwrap();
+    eprintln!(
+        "Trainer on the GPU backend: train loss {:.4} -> {:.4} over {} steps ({:.2} s/step)",
+        before.loss,
+        after.loss,
+        config.steps,
+        secs / config.steps as f64
+    );
+    assert!(after.loss < before.loss - 0.05, "{} -> {}", before.loss, after.loss);
+}
+
+/// The full-GPU step (gradient, clipping and Adam in WGSL) drives a head-only run down too.
+#[test]
+fn gpu_optimizer_step_lowers_the_clean_loss() {
+    let (net, train) = animal_model();
+    let pre = Model::embedded_default().unwrap().preprocessor;
+    let data = Prepared::new(&train, &pre).unwrap();
+    let classes = train.classes.len();
+    let config = animal_config(12);
+    let mut gpu = GpuBackend::new(ctx(), net).unwrap();
+    let before = evaluate(&mut gpu, &data, classes, 32).unwrap();
+    // Only the config is used: the GPU keeps the optimiser state.
+    let mut opt = Optimizer::new(config.optimizer, 0).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let b = config.batch;
+    let alloc = vec![config.queries_per_point; b];
+    for step in 0..config.steps {
+        let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..data.len())).collect();
+        let px: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| {
+                data.pixels[i * data.image_len..(i + 1) * data.image_len]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let labels: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
+        let batch = Batch {
+            pixels: &px,
+            labels: &labels,
+        };
+        let plan = plan(
+            gpu.network_unsynced(),
+            config.estimator,
+            config.tuning,
+            &alloc,
+            step as u32,
+        );
+        let clean = gpu.clean(&batch).unwrap();
+        let losses = gpu.query_losses(&batch, &plan).unwrap();
+        let c = lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
+        gpu.step(&plan, &c, &mut opt, config.optimizer.lr).unwrap();
+    }
+    let after = evaluate(&mut gpu, &data, classes, 32).unwrap();
+    eprintln!("GPU optimiser step: train loss {:.4} -> {:.4}", before.loss, after.loss);
+    assert!(after.loss < before.loss - 0.05, "{} -> {}", before.loss, after.loss);
+}
+
+/// Per-step wall time of the GPU and CPU backends on the default model, batch 16, n_bar 8,
+/// antithetic LR, Adam (`cargo test --release --test gpu_learn step_timing -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing, prints only"]
+fn step_timing() {
+    let kind = EstimatorKind::Lr {
+        sigma: 0.1,
+        antithetic: true,
+    };
+    let config = animal_config(1).optimizer;
+    for tuning in [Tuning::Head, Tuning::Last(1)] {
+        let net = net();
+        let alloc = [8usize; 16];
+        let (px, labels) = images(&net, alloc.len(), 1);
+        let batch = Batch {
+            pixels: &px,
+            labels: &labels,
+        };
+        let mut cpu = CpuBackend::new(net.clone());
+        let mut gpu = GpuBackend::new(ctx(), net).unwrap();
+        let backends: [(&str, &mut dyn Backend); 2] = [("cpu", &mut cpu), ("gpu", &mut gpu)];
+        for (name, be) in backends {
+            let mut opt = Optimizer::new(config, 100_000).unwrap();
+            let mut times = [0.0f64; 3];
+            let steps = 4;
+            for step in 0..=steps {
+                let plan = plan(be.network(), kind, tuning, &alloc, step);
+                let t0 = Instant::now();
+                let clean = be.clean(&batch).unwrap();
+                let t1 = Instant::now();
+                let losses = be.query_losses(&batch, &plan).unwrap();
+                let t2 = Instant::now();
+                let c = lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
+                be.step(&plan, &c, &mut opt, config.lr).unwrap();
+                let t3 = Instant::now();
+                if step > 0 {
+                    // Step 0 compiles the pipelines.
+                    times[0] += (t1 - t0).as_secs_f64() / steps as f64;
+                    times[1] += (t2 - t1).as_secs_f64() / steps as f64;
+                    times[2] += (t3 - t2).as_secs_f64() / steps as f64;
+                }
+            }
+            eprintln!(
+                "{tuning:?} {name}: clean {:.3} s, queries {:.3} s, gradient + optimiser {:.3} s, step {:.3} s",
+                times[0],
+                times[1],
+                times[2],
+                times.iter().sum::<f64>()
+            );
+        }
+    }
+}
