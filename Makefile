@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all setup test test-native test-wasm-build test-web demo fmt clean
+.PHONY: all setup test test-native test-wasm-build test-web demo web package test-e2e test-npm fmt clean
 
 all: test
 
@@ -10,7 +10,7 @@ all: test
 setup:
 	@scripts/setup.sh
 
-test: setup test-native test-wasm-build test-web
+test: setup test-native test-wasm-build test-web test-e2e test-npm
 
 test-native:
 	$(CARGO) test --locked
@@ -24,8 +24,26 @@ test-web:
 	CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
 		$(CARGO) test --locked --target wasm32-unknown-unknown --test web_forward
 
-demo: setup
-	$(CARGO) run --locked --release --quiet --bin flops -- predict assets/samples/*.png
+# The browser product: build the wasm (release) and serve web/ on 127.0.0.1 (prints the URL).
+demo: setup web
+	node web/serve.mjs $${PORT:-8080}
+
+# wasm (release) + wasm-bindgen --target web -> target/web/wasm/ (served at /wasm/).
+web:
+	scripts/build-web.sh
+
+# The npm package `flops-web` in pkg/ (ESM, .wasm, .d.ts, README).
+package: web
+	scripts/package.sh
+
+# playwright-core drives Debian's Chromium (WebGPU on SwiftShader) through the real page.
+test-e2e: web
+	$(CARGO) build --locked --bin flops
+	node tests/e2e/e2e.mjs
+
+# A Vite 7 app imports the package; the built bundle must contain the wasm.
+test-npm: package
+	node tests/npm/check.mjs
 
 fmt:
 	$(CARGO) fmt

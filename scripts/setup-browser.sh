@@ -44,3 +44,17 @@ if [ "$have" != "$WASM_BINDGEN_VERSION" ] || ! command -v wasm-bindgen-test-runn
   # No --locked: the registry mirror lacks one locked dependency of wasm-bindgen-cli.
   cargo install --quiet --force wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
+
+# 4. npm dependencies of the browser tests (tests/e2e: playwright-core; tests/npm: vite), only
+#    when node_modules is missing or the lockfile changed since the last install.
+for dir in tests/e2e tests/npm; do
+  d="$(dirname "$0")/../$dir"
+  [ -f "$d/package-lock.json" ] || continue
+  stamp="$d/node_modules/.flops-lock.sha256"
+  want="$(sha256sum "$d/package-lock.json" | awk '{print $1}')"
+  if [ ! -d "$d/node_modules" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "npm ci in $dir"
+    (cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$want" > "$stamp"
+  fi
+done

@@ -13,3 +13,5 @@ pub mod gpu;
 pub mod learn;
 pub mod model;
 pub mod noise;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

@@ -1,0 +1,121 @@
+// End-to-end: Debian's Chromium (WebGPU on SwiftShader via --enable-unsafe-webgpu) drives the
+// real page: embedded Animal-Shape, training with the FLOPS allocator for a fixed small number
+// of steps (head only), then checks the adapter, the validation accuracy, the allocation, the
+// export (loaded by the native CLI) and that no request left the page's origin.
+//   node tests/e2e/e2e.mjs   (after scripts/build-web.sh; from anywhere)
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const out = join(root, 'target', 'e2e');
+mkdirSync(out, { recursive: true });
+// Thresholds. Chance on Animal-Shape is 10%; the new head starts near it. 40 steps of 16 images
+// 100 steps of 16 images with 4 antithetic LR queries each (head only): measured 17.5% -> 36.0%
+// validation accuracy (200 images) in 23 s on SwiftShader/2 CPUs; we require 25%.
+const STEPS = 100, BATCH = 16, N_BAR = 4, MIN_VAL_ACC = 0.25;
+const t0 = Date.now();
+const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
+const log = (...a) => console.log(`[e2e ${elapsed()}]`, ...a);
+const fail = (msg) => { throw new Error(msg); };
+
+const server = spawn(process.execPath, [join(root, 'web', 'serve.mjs'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+const url = await new Promise((res, rej) => {
+  server.stdout.on('data', (d) => { const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(String(d)); if (m) res(m[0]); });
+  server.on('exit', (c) => rej(new Error(`server exited ${c}`)));
+});
+const origin = new URL(url).origin;
+const profile = mkdtempSync(join(tmpdir(), 'flops-e2e-'));
+let context;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+  });
+  const foreign = [];
+  const watch = (req) => { const u = req.url(); if (!u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:')) foreign.push(u); };
+  context.on('request', watch); // pages and their workers
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('console', (m) => { if (m.type() === 'error') log('console error:', m.text()); });
+  page.on('pageerror', (e) => log('page error:', e.message));
+
+  await page.goto(url);
+  await page.waitForFunction(() => window.flopsApp && window.flopsApp.learner, null, { timeout: 60000 });
+  const device = await page.evaluate(() => window.flopsApp.learner.device);
+  log('device:', JSON.stringify(device.browserAdapter), JSON.stringify(device.adapter), 'training on', device.trainingBackend);
+  if (!device.webgpu) fail(`no WebGPU adapter: ${device.reason}`);
+  const webgpuAttr = await page.getAttribute('#device-panel', 'data-webgpu');
+  if (webgpuAttr !== 'true') fail(`device panel says webgpu=${webgpuAttr}`);
+
+  await page.fill('#train-per-class', '60');
+  await page.fill('#val-per-class', '20');
+  await page.click('#load-animal');
+  await page.waitForFunction(() => !document.getElementById('start').disabled, null, { timeout: 30000 });
+  for (const [id, v] of [['#steps', STEPS], ['#batch', BATCH], ['#budget', N_BAR], ['#lr', 0.05], ['#sigma', 0.1], ['#layers', 0], ['#seed', 7], ['#eval-every', 20]]) await page.fill(id, String(v));
+  await page.selectOption('#allocator', 'flops');
+  await page.selectOption('#estimator', 'lr');
+  const tTrain = Date.now();
+  await page.click('#start');
+  await page.waitForFunction((n) => window.flopsApp.steps.length >= n, STEPS / 2, { timeout: 120000 });
+  await page.screenshot({ path: join(out, 'training.png'), fullPage: true });
+  log('screenshot mid-training:', join(out, 'training.png'));
+  await page.waitForFunction(() => window.flopsApp.done || window.flopsApp.errors.length, null, { timeout: 150000 });
+  const r = await page.evaluate(() => ({ done: window.flopsApp.done, errors: window.flopsApp.errors, steps: window.flopsApp.steps, evals: window.flopsApp.evaluations }));
+  if (r.errors.length) fail(`page errors: ${r.errors.join('; ')}`);
+  const secs = (Date.now() - tTrain) / 1000;
+  const last = r.steps[r.steps.length - 1];
+  log(`trained ${r.done.steps} steps on ${r.done.backend} in ${secs.toFixed(1)} s (${(r.done.steps / secs).toFixed(2)} steps/s, ${Math.round(last.queriesPerSecond)} queries/s); validation accuracy ${r.evals.map((e) => e.accuracy.toFixed(3)).join(' -> ')}`);
+  await page.screenshot({ path: join(out, 'done.png'), fullPage: true });
+  if (r.done.steps !== STEPS) fail(`expected ${STEPS} steps, got ${r.done.steps}`);
+  if (process.env.E2E_REQUIRE_GPU_TRAINING && r.done.backend !== 'webgpu') fail(`trained on ${r.done.backend}, not webgpu`);
+  const acc = r.done.validation.accuracy;
+  if (!(acc >= MIN_VAL_ACC)) fail(`validation accuracy ${acc} < ${MIN_VAL_ACC}`);
+  // The FLOPS picture: at least one step gave some images more queries than others.
+  const nonUniform = r.steps.filter((s) => new Set(s.allocation).size > 1).length;
+  log(`non-uniform allocation in ${nonUniform}/${r.steps.length} steps; last: ${last.allocation.join(',')}`);
+  if (nonUniform === 0) fail('the allocation was uniform in every step');
+  const allocPixels = await page.evaluate(() => { const c = document.getElementById('alloc-chart'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; });
+  if (allocPixels < 100) fail('the allocation chart is empty');
+
+  // Export (what the Export button writes) and load it in the native CLI.
+  const files = await page.evaluate(async () => {
+    const f = await window.flopsApp.learner.exportModel();
+    const b64 = (u8) => { let s = ''; for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode(...u8.subarray(i, i + 0x8000)); return btoa(s); };
+    return { config: b64(f.config), weights: b64(f.weights), preprocessor: b64(f.preprocessor) };
+  });
+  const dir = join(out, 'exported-model');
+  rmSync(dir, { recursive: true, force: true }); mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), Buffer.from(files.config, 'base64'));
+  writeFileSync(join(dir, 'model.safetensors'), Buffer.from(files.weights, 'base64'));
+  writeFileSync(join(dir, 'preprocessor_config.json'), Buffer.from(files.preprocessor, 'base64'));
+  const cli = process.env.FLOPS_CLI || join(root, 'target', 'debug', 'flops');
+  const cliOut = execFileSync(cli, ['predict', '--json', '--model', dir, join(root, 'assets', 'samples', 'digit-1.png')], { encoding: 'utf8' });
+  const parsed = JSON.parse(cliOut);
+  if (parsed.labels.length !== 10 || parsed.labels[0] === '0') fail(`exported labels look wrong: ${parsed.labels}`);
+  log('native CLI loaded the export:', JSON.stringify(parsed.predictions[0].top[0]));
+
+  // A prediction through the page's API runs on WebGPU.
+  const pred = await page.evaluate(async () => { const c = document.querySelector('#gallery canvas'); return window.flopsApp.learner.predict(c.getContext('2d').getImageData(0, 0, c.width, c.height)); });
+  log('page prediction:', JSON.stringify(pred.top[0]), 'on', pred.device);
+  if (pred.device !== 'webgpu') fail(`the prediction ran on ${pred.device}, not webgpu`);
+  // Stop: a long run ends promptly after Stop (the worker yields between steps).
+  await page.fill('#steps', '1000');
+  await page.click('#start');
+  await page.waitForFunction(() => window.flopsApp.steps.length >= 3, null, { timeout: 30000 });
+  await page.click('#stop');
+  await page.waitForFunction(() => window.flopsApp.done, null, { timeout: 30000 });
+  const stopped = await page.evaluate(() => window.flopsApp.done);
+  if (!stopped.stopped || stopped.steps >= 1000) fail(`stop did not stop: ${JSON.stringify(stopped)}`);
+  log(`stopped after ${stopped.steps} of 1000 steps`);
+  if (foreign.length) fail(`requests left the origin: ${foreign.join(', ')}`);
+  log(`PASS (${elapsed()})`);
+} finally {
+  if (context) await context.close();
+  server.kill();
+  rmSync(profile, { recursive: true, force: true });
+}

@@ -1,0 +1,37 @@
+// Builds tests/npm/app (a minimal Vite 7 app importing `flops-web`) against the package in pkg/
+// (copied into node_modules/flops-web, as `npm install ../../pkg` would) and checks that the
+// bundle contains the wasm, byte for byte, and the worker that loads it.
+import { build } from 'vite';
+import { cpSync, rmSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '..', '..');
+const pkg = join(root, 'pkg');
+const dep = join(here, 'node_modules', 'flops-web');
+const dist = join(root, 'target', 'npm-test', 'dist');
+const t0 = Date.now();
+rmSync(dep, { recursive: true, force: true });
+cpSync(pkg, dep, { recursive: true });
+rmSync(dist, { recursive: true, force: true });
+await build({
+  root: join(here, 'app'),
+  logLevel: 'warn',
+  build: { outDir: dist, emptyOutDir: true, target: 'es2022' },
+  worker: { format: 'es' },
+});
+const files = [];
+const walk = (d) => readdirSync(d).forEach((f) => { const p = join(d, f); statSync(p).isDirectory() ? walk(p) : files.push(p); });
+walk(dist);
+const want = readFileSync(join(pkg, 'wasm', 'flops_web_bg.wasm'));
+const wasm = files.filter((f) => f.endsWith('.wasm'));
+const fail = (m) => { console.error(`npm test: FAIL: ${m}\nfiles: ${files.map((f) => f.slice(dist.length + 1)).join(', ')}`); process.exit(1); };
+if (!wasm.length) fail('no .wasm in the Vite bundle');
+if (!wasm.some((f) => readFileSync(f).equals(want))) fail('the bundled .wasm differs from pkg/wasm/flops_web_bg.wasm');
+const js = files.filter((f) => f.endsWith('.js')).map((f) => [f, readFileSync(f, 'utf8')]);
+const wasmName = wasm[0].slice(wasm[0].lastIndexOf('/') + 1);
+const worker = js.find(([, s]) => s.includes(wasmName));
+if (!worker) fail(`no bundled script references ${wasmName}`);
+if (!js.some(([, s]) => /new Worker\(/.test(s))) fail('the bundle never starts the worker');
+console.log(`npm test: PASS: Vite bundle has ${wasm.map((f) => f.slice(dist.length + 1)).join(', ')} (${want.length} bytes), referenced by ${worker[0].slice(dist.length + 1)}; ${((Date.now() - t0) / 1000).toFixed(1)} s`);

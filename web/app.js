@@ -1,0 +1,285 @@
+// The flops-web page: plain ES modules over the public API in flops-web.js.
+import { createLearner, readModelFiles } from './flops-web.js';
+import { lineChart, allocationChart, confusionChart, imageCanvas } from './charts.js';
+
+const $ = (id) => document.getElementById(id);
+const app = { learner: null, classes: [], steps: [], evaluations: [], lastStep: null, done: null, training: false, errors: [] };
+window.flopsApp = app; // for the end-to-end test and the console
+
+function status(text) { $('status').textContent = text; }
+function fail(e) {
+  const msg = e && e.message ? e.message : String(e);
+  app.errors.push(msg); status(`Error: ${msg}`); console.error(e);
+}
+
+function onProgress(e) {
+  switch (e.status) {
+    case 'loading': status(`Loading ${e.file}…`); break;
+    case 'compiling': status(`Compiling the WebGPU pipelines on ${e.adapter.name || 'the adapter'}…`); break;
+    case 'ready': status('Ready.'); break;
+    case 'error': fail(e.error); break;
+    default: break;
+  }
+}
+
+// ---- device and model ---------------------------------------------------------------------
+function showDevice(d) {
+  const p = $('device-panel');
+  p.dataset.webgpu = String(d.webgpu);
+  p.dataset.training = d.trainingBackend;
+  if (!d.webgpu) {
+    p.innerHTML = `<strong>No WebGPU here.</strong> ${esc(d.reason || '')}. Training and prediction run on the CPU path (WebAssembly), correctly but slower.`;
+    return;
+  }
+  const a = d.adapter; const l = d.limits; const b = d.browserAdapter || {};
+  const name = [b.vendor, b.architecture, b.device, b.description].filter(Boolean).join(' ') || a.name || '(the browser gives no name)';
+  p.innerHTML = `<strong>WebGPU adapter:</strong> ${esc(name)} — ${esc(a.deviceType)}${b.isFallbackAdapter ? ' (software fallback adapter)' : ''}, ${esc(a.backend)}${b.features ? `; features: ${esc(b.features.join(', ') || 'none')}` : ''}<br>
+  Limits: ${l.maxComputeInvocationsPerWorkgroup} invocations/workgroup, ${l.maxComputeWorkgroupStorageSize} B workgroup memory,
+  ${(l.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB per storage binding, ${(l.maxBufferSize / 2 ** 20).toFixed(0)} MiB per buffer.<br>
+  Predictions run on <b>${esc(d.predictBackend)}</b>; training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>.`;
+}
+const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
+
+async function start(model) {
+  if (app.learner) { await app.learner.dispose(); app.learner = null; }
+  $('start').disabled = true; $('export').disabled = true;
+  const learner = await createLearner({ model, onProgress });
+  app.learner = learner;
+  showDevice(learner.device);
+  const m = learner.model;
+  $('model-info').textContent = `${model ? 'Local model' : 'Embedded default (tiny ViT pretrained on MNIST)'}: ${m.imageSize.join('x')} px, ${m.channels} channel(s), ${m.layers} layers, hidden ${m.hiddenSize}, ${m.parameters.toLocaleString()} parameters; labels: ${m.labels.slice(0, 12).join(', ')}${m.labels.length > 12 ? '…' : ''}`;
+  app.classes = [];
+  await renderClasses();
+  $('export').disabled = false;
+}
+
+// ---- data -----------------------------------------------------------------------------------
+async function renderClasses() {
+  const s = await app.learner.summary();
+  app.classes = s.classes;
+  const box = $('classes'); box.innerHTML = '';
+  for (const [i, name] of s.classes.entries()) {
+    const div = document.createElement('div'); div.className = 'class';
+    div.innerHTML = `<b>${esc(name)}</b> — <span class="count">${s.counts[i]}</span> train${s.validationCounts[i] ? `, ${s.validationCounts[i]} validation` : ''}
+      <label>add images <input type="file" accept="image/*" multiple></label>
+      <button type="button" class="record">Hold to record (webcam)</button>
+      <button type="button" class="remove">Remove</button><div class="thumbs"></div>`;
+    div.querySelector('input').onchange = (ev) => addFiles(i, ev.target.files).catch(fail);
+    const rec = div.querySelector('.record');
+    rec.onpointerdown = () => record(i, true).catch(fail);
+    rec.onpointerup = rec.onpointerleave = () => record(i, false);
+    div.querySelector('.remove').onclick = () => app.learner.removeClass(i).then(renderClasses).catch(fail);
+    const thumbs = div.querySelector('.thumbs');
+    for (const t of await app.learner.thumbnails(i, 8)) thumbs.append(imageCanvas(t));
+    box.append(div);
+  }
+  const total = s.counts.reduce((a, b) => a + b, 0);
+  $('data-summary').textContent = `${s.classes.length} classes, ${total} training images${s.validationCounts.some((c) => c) ? `, ${s.validationCounts.reduce((a, b) => a + b, 0)} validation` : ' (validation: 20% split off per class)'}.`;
+  $('start').disabled = s.classes.length < 2 || s.counts.some((c) => c === 0);
+}
+
+async function addFiles(classIndex, files) {
+  const list = Array.from(files).filter((f) => f.type.startsWith('image/') || /\.(png|jpe?g|gif|bmp|webp)$/i.test(f.name));
+  status(`Adding ${list.length} images…`);
+  const errors = [];
+  for (let i = 0; i < list.length; i += 64) {
+    const r = await app.learner.addExamples(classIndex, list.slice(i, i + 64));
+    errors.push(...r.errors);
+    status(`Added ${Math.min(i + 64, list.length)} / ${list.length} images…`);
+  }
+  status(errors.length ? `Skipped ${errors.length}: ${errors.slice(0, 3).join('; ')}` : `Added ${list.length} images.`);
+  await renderClasses();
+}
+
+async function ensureClass(name) {
+  const i = app.classes.indexOf(name);
+  if (i >= 0) return i;
+  const idx = await app.learner.addClass(name);
+  app.classes.push(name);
+  return idx;
+}
+
+function readEntries(dir) {
+  return new Promise((resolve, reject) => {
+    const reader = dir.createReader(); const all = [];
+    const next = () => reader.readEntries((batch) => (batch.length ? (all.push(...batch), next()) : resolve(all)), reject);
+    next();
+  });
+}
+const entryFile = (e) => new Promise((resolve, reject) => e.file(resolve, reject));
+
+async function dropFolder(items) {
+  const roots = Array.from(items).map((it) => it.webkitGetAsEntry && it.webkitGetAsEntry()).filter(Boolean);
+  // A dropped folder whose subfolders are classes, or the class folders themselves.
+  let classDirs = [];
+  for (const r of roots) {
+    if (!r.isDirectory) continue;
+    const kids = await readEntries(r);
+    const sub = kids.filter((k) => k.isDirectory);
+    classDirs.push(...(sub.length ? sub : [r]));
+  }
+  if (!classDirs.length) throw new Error('drop a folder whose subfolders are classes');
+  classDirs.sort((a, b) => a.name.localeCompare(b.name));
+  for (const d of classDirs) {
+    const files = await Promise.all((await readEntries(d)).filter((e) => e.isFile).map(entryFile));
+    const ci = await ensureClass(d.name);
+    await addFiles(ci, files);
+  }
+}
+
+// ---- webcam ---------------------------------------------------------------------------------
+let stream = null; let recording = null; let livePredict = false;
+async function camera() {
+  if (!stream) {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+    $('video').srcObject = stream; $('video').hidden = false;
+    await $('video').play();
+  }
+  return $('video');
+}
+async function record(classIndex, on) {
+  if (!on) { recording = null; return; }
+  const video = await camera();
+  const token = {}; recording = token;
+  let n = 0;
+  while (recording === token) {
+    await app.learner.addExample(classIndex, await createImageBitmap(video));
+    n++; status(`Recorded ${n} frames for ${app.classes[classIndex]}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await renderClasses();
+}
+async function webcamPredict() {
+  livePredict = !livePredict;
+  $('webcam-predict').textContent = livePredict ? 'Stop webcam prediction' : 'Live webcam prediction';
+  const video = await camera();
+  while (livePredict) {
+    const p = await app.learner.predict(await createImageBitmap(video));
+    showPrediction(p);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+function showPrediction(p) {
+  $('prediction').textContent = `${p.top.slice(0, 3).map((t) => `${t.label} ${(t.prob * 100).toFixed(1)}%`).join(' · ')} (on ${p.device})`;
+}
+
+// ---- training -------------------------------------------------------------------------------
+function params() {
+  const num = (id) => Number($(id).value);
+  return {
+    estimator: $('estimator').value, antithetic: $('antithetic').checked, allocator: $('allocator').value,
+    queriesPerPoint: num('budget'), batch: num('batch'), steps: num('steps'), learningRate: num('lr'),
+    noiseScale: num('sigma'), tunedLayers: num('layers'), seed: num('seed'), evalEvery: num('eval-every'),
+  };
+}
+
+function draw() {
+  const st = app.steps; const ev = app.evaluations;
+  lineChart($('loss-chart'), [
+    { label: 'train (batch)', points: st.map((s) => [s.queries, s.loss]) },
+    { label: 'validation', points: ev.map((e) => [e.queries, e.loss]), dots: true },
+  ], { xlabel: 'cumulative queries', y0: 0 });
+  lineChart($('acc-chart'), [
+    { label: 'train (batch)', points: st.map((s) => [s.queries, s.accuracy]) },
+    { label: 'validation', points: ev.map((e) => [e.queries, e.accuracy]), dots: true },
+  ], { xlabel: 'cumulative queries', y0: 0, y1: 1 });
+  lineChart($('qps-chart'), [{ label: 'queries/s', points: st.map((s) => [s.step, s.queriesPerSecond]) }], { xlabel: 'step', y0: 0 });
+  const last = app.lastStep;
+  if (last) allocationChart($('alloc-chart'), last.allocation, last.cleanLosses, Number($('budget').value));
+}
+
+async function showEvaluation(e) {
+  confusionChart($('confusion'), e.confusion, app.classes);
+  $('per-class').innerHTML = e.perClassAccuracy.map((a, i) => `<li>${esc(app.classes[i])}: ${a == null ? '–' : `${(a * 100).toFixed(0)}%`}</li>`).join('');
+}
+
+async function showGallery() {
+  const g = $('gallery'); g.innerHTML = '';
+  for (const item of await app.learner.gallery(30)) {
+    const f = document.createElement('figure');
+    const ok = item.label === item.predicted;
+    f.append(imageCanvas(item.image));
+    const cap = document.createElement('figcaption');
+    cap.className = ok ? 'right' : 'wrong';
+    cap.textContent = `${app.classes[item.predicted]} ${(item.prob * 100).toFixed(0)}%${ok ? '' : ` (${app.classes[item.label]})`}`;
+    f.append(cap); g.append(f);
+  }
+}
+
+async function train() {
+  app.steps = []; app.evaluations = []; app.lastStep = null; app.done = null; app.training = true;
+  $('start').disabled = true; $('stop').disabled = false;
+  let t0 = performance.now(); let frameQueued = false;
+  const redraw = () => { if (!frameQueued) { frameQueued = true; requestAnimationFrame(() => { frameQueued = false; draw(); }); } };
+  try {
+    const p = params();
+    await app.learner.setSeed(p.seed);
+    const result = await app.learner.train(p, {
+      onStep: (s) => {
+        app.steps.push(s); app.lastStep = s;
+        const sec = (performance.now() - t0) / 1000;
+        $('train-status').textContent = `step ${s.step}/${s.steps} on ${s.backend} · loss ${s.loss.toFixed(3)} · ${Math.round(s.queriesPerSecond)} queries/s · ${(s.step / sec).toFixed(2)} steps/s`;
+        $('metrics').textContent = `queries so far: ${s.queries.toLocaleString()} · grad norm ${s.gradNorm.toFixed(3)} · lr ${s.lr.toExponential(2)}${s.allocatorParams.length ? ' · allocator ' + s.allocatorParams.map(([k, v]) => `${k}=${(+v).toPrecision(3)}`).join(', ') : ''}`;
+        redraw();
+      },
+      onEvaluation: (e) => { app.evaluations.push(e); showEvaluation(e); redraw(); },
+    });
+    app.done = result;
+    const v = result.validation;
+    status(`Training ${result.stopped ? 'stopped' : 'done'} after ${result.steps} steps${v ? `: validation accuracy ${(v.accuracy * 100).toFixed(1)}%` : ''}.`);
+    $('val-accuracy') && ($('val-accuracy').textContent = v ? v.accuracy.toFixed(3) : '');
+    await showGallery();
+  } catch (e) { fail(e); } finally {
+    app.training = false;
+    $('start').disabled = false; $('stop').disabled = true;
+  }
+}
+
+// ---- export ---------------------------------------------------------------------------------
+async function exportModel() {
+  const f = await app.learner.exportModel();
+  const files = { 'config.json': f.config, 'model.safetensors': f.weights, 'preprocessor_config.json': f.preprocessor };
+  if (window.showDirectoryPicker) {
+    try {
+      const dir = await window.showDirectoryPicker({ mode: 'readwrite' });
+      for (const [name, bytes] of Object.entries(files)) {
+        const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
+        await w.write(bytes); await w.close();
+      }
+      status(`Exported to the folder ${dir.name}.`);
+      return;
+    } catch (e) { if (e.name === 'AbortError') return; }
+  }
+  for (const [name, bytes] of Object.entries(files)) {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([bytes])); a.download = name; a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+  status('Exported config.json, model.safetensors and preprocessor_config.json (put them in one folder).');
+}
+
+// ---- wiring ---------------------------------------------------------------------------------
+$('load-animal').onclick = async () => {
+  try {
+    status('Loading Animal-Shape…');
+    await app.learner.loadAnimalShape({ trainPerClass: Number($('train-per-class').value), validationPerClass: Number($('val-per-class').value) });
+    await renderClasses();
+    status('Animal-Shape loaded.');
+  } catch (e) { fail(e); }
+};
+$('add-class').onclick = async () => {
+  try { await ensureClass($('new-class').value); $('new-class').value = ''; await renderClasses(); } catch (e) { fail(e); }
+};
+const dz = $('dropzone');
+dz.ondragover = (e) => { e.preventDefault(); dz.classList.add('over'); };
+dz.ondragleave = () => dz.classList.remove('over');
+dz.ondrop = (e) => { e.preventDefault(); dz.classList.remove('over'); dropFolder(e.dataTransfer.items).catch(fail); };
+$('start').onclick = () => train();
+$('stop').onclick = () => app.learner.stopTraining().catch(fail);
+$('export').onclick = () => exportModel().catch(fail);
+$('predict-file').onchange = async (e) => { try { if (e.target.files[0]) showPrediction(await app.learner.predict(e.target.files[0])); } catch (err) { fail(err); } };
+$('webcam-predict').onclick = () => webcamPredict().catch(fail);
+$('model-folder').onchange = async (e) => { try { await start(await readModelFiles(e.target.files)); } catch (err) { fail(err); } };
+$('model-default').onclick = () => start(undefined).catch(fail);
+
+start(undefined).catch(fail);

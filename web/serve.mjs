@@ -1,0 +1,34 @@
+// A tiny static server for the demo and the e2e test: 127.0.0.1 only (a secure context for
+// WebGPU), `.wasm` as application/wasm, `/wasm/*` from the wasm-bindgen output directory.
+//   node web/serve.mjs [port] [wasm dir]     (port 0: any free port; prints the URL)
+import { createServer } from 'node:http';
+import { readFile, stat } from 'node:fs/promises';
+import { extname, join, normalize, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const port = Number(process.argv[2] ?? 8080);
+const wasmDir = resolve(process.argv[3] ?? join(here, '..', 'target', 'web', 'wasm'));
+const types = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
+  '.svg': 'image/svg+xml', '.ts': 'text/plain; charset=utf-8',
+};
+
+const server = createServer(async (req, res) => {
+  try {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const [root, rel] = path.startsWith('/wasm/') ? [wasmDir, path.slice(6)] : [here, path === '/' ? 'index.html' : path.slice(1)];
+    const file = normalize(join(root, rel));
+    if (!file.startsWith(root)) throw Object.assign(new Error('outside root'), { code: 'ENOENT' });
+    if (!(await stat(file)).isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOENT' });
+    res.writeHead(200, { 'content-type': types[extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
+    res.end(await readFile(file));
+  } catch (e) {
+    res.writeHead(e.code === 'ENOENT' ? 404 : 500, { 'content-type': 'text/plain' });
+    res.end(e.code === 'ENOENT' ? 'not found' : String(e));
+  }
+});
+server.listen(port, '127.0.0.1', () => {
+  console.log(`flops-web: http://127.0.0.1:${server.address().port}/`);
+});
