@@ -21,6 +21,7 @@ use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
 use flops_web::model::perturb::TensorIds;
 use flops_web::model::{embedded, LoadOptions, Model, ModelFiles, ViTForImageClassification};
+use pollster::block_on;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn ctx() -> Arc<GpuContext> {
@@ -91,7 +92,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Clean and query losses on both backends (checked against each other) and the coefficients
 /// from the CPU's losses.
 fn query_both(cpu: &mut CpuBackend, gpu: &mut GpuBackend, batch: &Batch, plan: &StepPlan, alloc: &[usize]) -> Vec<f32> {
-    let (cc, gc) = (cpu.clean(batch).unwrap(), gpu.clean(batch).unwrap());
+    let (cc, gc) = (block_on(cpu.clean(batch)).unwrap(), block_on(gpu.clean(batch)).unwrap());
     assert!(
         max_abs_diff(&gc.losses, &cc.losses) <= 1e-4,
         "clean losses {:?} vs {:?}",
@@ -99,8 +100,8 @@ fn query_both(cpu: &mut CpuBackend, gpu: &mut GpuBackend, batch: &Batch, plan: &
         cc.losses
     );
     assert!(max_abs_diff(&gc.logits, &cc.logits) <= 1e-4, "clean logits");
-    let cl = cpu.query_losses(batch, plan).unwrap();
-    let gl = gpu.query_losses(batch, plan).unwrap();
+    let cl = block_on(cpu.query_losses(batch, plan)).unwrap();
+    let gl = block_on(gpu.query_losses(batch, plan)).unwrap();
     let err = max_abs_diff(&gl, &cl);
     assert!(err <= 1e-4, "query losses: max |err| {err:.3e}");
     match plan.kind {
@@ -121,8 +122,8 @@ fn gradients_agree(kind: EstimatorKind, tuning: Tuning, alloc: &[usize], max_row
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
     gpu.forward.max_rows_per_chunk = max_rows_per_chunk;
     let coeffs = query_both(&mut cpu, &mut gpu, &batch, &plan, alloc);
-    let want = cpu.gradient(&plan, &coeffs).unwrap();
-    let got = gpu.gradient(&plan, &coeffs).unwrap();
+    let want = block_on(cpu.gradient(&plan, &coeffs)).unwrap();
+    let got = block_on(gpu.gradient(&plan, &coeffs)).unwrap();
     let rel = rel_err(&format!("{kind:?} {tuning:?} gradient"), &got, &want);
     assert!(rel <= 1e-4, "gradient relative error {rel:.3e}");
 }
@@ -171,25 +172,28 @@ fn steps_agree(optimizer: OptimizerKind, clip_norm: Option<f32>) {
     };
     let mut cpu = CpuBackend::new(net.clone());
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
-    let tensors = plan(cpu.network(), kind, Tuning::Last(1), &alloc, 0).tensors;
-    let before = cpu.read_params(&tensors);
+    let tensors = plan(cpu.host_network(), kind, Tuning::Last(1), &alloc, 0).tensors;
+    let before = block_on(cpu.read_params(&tensors)).unwrap();
     let mut cpu_opt = Optimizer::new(config, before.len()).unwrap();
     let mut gpu_opt = Optimizer::new(config, 0).unwrap();
     let mut small = vec![false; before.len()];
     for step in 0..2 {
-        let plan = plan(cpu.network(), kind, Tuning::Last(1), &alloc, step);
+        let plan = plan(cpu.host_network(), kind, Tuning::Last(1), &alloc, step);
         let coeffs = query_both(&mut cpu, &mut gpu, &batch, &plan, &alloc);
-        let g = cpu.gradient(&plan, &coeffs).unwrap();
+        let g = block_on(cpu.gradient(&plan, &coeffs)).unwrap();
         let gmax = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         for (s, x) in small.iter_mut().zip(&g) {
             *s |= x.abs() < 1e-5 * gmax;
         }
-        let cn = cpu.step(&plan, &coeffs, &mut cpu_opt, config.lr).unwrap();
-        let gn = gpu.step(&plan, &coeffs, &mut gpu_opt, config.lr).unwrap();
+        let cn = block_on(cpu.step(&plan, &coeffs, &mut cpu_opt, config.lr)).unwrap();
+        let gn = block_on(gpu.step(&plan, &coeffs, &mut gpu_opt, config.lr)).unwrap();
         assert!((gn - cn).abs() <= 1e-4 * cn, "step {step}: grad norm {gn} vs {cn}");
     }
     let delta = |after: Vec<f32>| -> Vec<f32> { after.iter().zip(&before).map(|(a, b)| a - b).collect() };
-    let (mut dc, mut dg) = (delta(cpu.read_params(&tensors)), delta(gpu.read_params(&tensors)));
+    let (mut dc, mut dg) = (
+        delta(block_on(cpu.read_params(&tensors)).unwrap()),
+        delta(block_on(gpu.read_params(&tensors)).unwrap()),
+    );
     if matches!(optimizer, OptimizerKind::Adam { .. }) {
         let skipped = small.iter().filter(|&&s| s).count();
         eprintln!(
@@ -205,14 +209,18 @@ fn steps_agree(optimizer: OptimizerKind, clip_norm: Option<f32>) {
     let rel = rel_err(&format!("{optimizer:?} clip {clip_norm:?} update"), &dg, &dc);
     assert!(rel <= 1e-3, "update relative error {rel:.3e}");
     // The lazily synced host copy equals the GPU's parameters.
-    let ids = TensorIds::of(gpu.network());
-    let head = gpu.network().params()[ids.classifier.weight as usize].data.clone();
+    let synced = block_on(gpu.network()).unwrap();
+    let ids = TensorIds::of(synced);
+    let head = synced.params()[ids.classifier.weight as usize].data.clone();
     let slot = tensors.iter().position(|&t| t == ids.classifier.weight).unwrap();
     let off: usize = tensors[..slot]
         .iter()
-        .map(|&t| cpu.network().params()[t as usize].numel())
+        .map(|&t| cpu.host_network().params()[t as usize].numel())
         .sum();
-    assert_eq!(head, gpu.read_params(&tensors)[off..off + head.len()].to_vec());
+    assert_eq!(
+        head,
+        block_on(gpu.read_params(&tensors)).unwrap()[off..off + head.len()].to_vec()
+    );
 }
 
 #[test]
@@ -273,13 +281,13 @@ fn gpu_trainer_lowers_the_clean_loss() {
     let classes = train.classes.len();
     let config = animal_config(12);
     let mut trainer = Trainer::new(GpuBackend::new(ctx(), net).unwrap(), config.clone(), data.clone()).unwrap();
-    let before = evaluate(&mut trainer.backend, &data, classes, 32).unwrap();
+    let before = block_on(evaluate(&mut trainer.backend, &data, classes, 32)).unwrap();
     let t0 = Instant::now();
     for _ in 0..config.steps {
-        trainer.step().unwrap();
+        block_on(trainer.step()).unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
-    let after = evaluate(&mut trainer.backend, &data, classes, 32).unwrap();
+    let after = block_on(evaluate(&mut trainer.backend, &data, classes, 32)).unwrap();
     eprintln!(
         "Trainer on the GPU backend: train loss {:.4} -> {:.4} over {} steps ({:.2} s/step)",
         before.loss,
@@ -299,7 +307,7 @@ fn gpu_optimizer_step_lowers_the_clean_loss() {
     let classes = train.classes.len();
     let config = animal_config(12);
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
-    let before = evaluate(&mut gpu, &data, classes, 32).unwrap();
+    let before = block_on(evaluate(&mut gpu, &data, classes, 32)).unwrap();
     // Only the config is used: the GPU keeps the optimiser state.
     let mut opt = Optimizer::new(config.optimizer, 0).unwrap();
     let mut rng = StdRng::seed_from_u64(5);
@@ -327,12 +335,12 @@ fn gpu_optimizer_step_lowers_the_clean_loss() {
             &alloc,
             step as u32,
         );
-        let clean = gpu.clean(&batch).unwrap();
-        let losses = gpu.query_losses(&batch, &plan).unwrap();
+        let clean = block_on(gpu.clean(&batch)).unwrap();
+        let losses = block_on(gpu.query_losses(&batch, &plan)).unwrap();
         let c = lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
-        gpu.step(&plan, &c, &mut opt, config.optimizer.lr).unwrap();
+        block_on(gpu.step(&plan, &c, &mut opt, config.optimizer.lr)).unwrap();
     }
-    let after = evaluate(&mut gpu, &data, classes, 32).unwrap();
+    let after = block_on(evaluate(&mut gpu, &data, classes, 32)).unwrap();
     eprintln!("GPU optimiser step: train loss {:.4} -> {:.4}", before.loss, after.loss);
     assert!(after.loss < before.loss - 0.05, "{} -> {}", before.loss, after.loss);
 }
@@ -357,35 +365,45 @@ fn step_timing() {
         };
         let mut cpu = CpuBackend::new(net.clone());
         let mut gpu = GpuBackend::new(ctx(), net).unwrap();
-        let backends: [(&str, &mut dyn Backend); 2] = [("cpu", &mut cpu), ("gpu", &mut gpu)];
-        for (name, be) in backends {
-            let mut opt = Optimizer::new(config, 100_000).unwrap();
-            let mut times = [0.0f64; 3];
-            let steps = 4;
-            for step in 0..=steps {
-                let plan = plan(be.network(), kind, tuning, &alloc, step);
-                let t0 = Instant::now();
-                let clean = be.clean(&batch).unwrap();
-                let t1 = Instant::now();
-                let losses = be.query_losses(&batch, &plan).unwrap();
-                let t2 = Instant::now();
-                let c = lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
-                be.step(&plan, &c, &mut opt, config.lr).unwrap();
-                let t3 = Instant::now();
-                if step > 0 {
-                    // Step 0 compiles the pipelines.
-                    times[0] += (t1 - t0).as_secs_f64() / steps as f64;
-                    times[1] += (t2 - t1).as_secs_f64() / steps as f64;
-                    times[2] += (t3 - t2).as_secs_f64() / steps as f64;
-                }
-            }
-            eprintln!(
-                "{tuning:?} {name}: clean {:.3} s, queries {:.3} s, gradient + optimiser {:.3} s, step {:.3} s",
-                times[0],
-                times[1],
-                times[2],
-                times.iter().sum::<f64>()
-            );
+        time_steps("cpu", &mut cpu, &batch, kind, tuning, &alloc, config);
+        time_steps("gpu", &mut gpu, &batch, kind, tuning, &alloc, config);
+    }
+}
+
+fn time_steps<B: Backend>(
+    name: &str,
+    be: &mut B,
+    batch: &Batch,
+    kind: EstimatorKind,
+    tuning: Tuning,
+    alloc: &[usize],
+    config: OptimizerConfig,
+) {
+    let mut opt = Optimizer::new(config, 100_000).unwrap();
+    let mut times = [0.0f64; 3];
+    let steps = 4;
+    for step in 0..=steps {
+        let plan = plan(be.host_network(), kind, tuning, alloc, step);
+        let t0 = Instant::now();
+        let clean = block_on(be.clean(batch)).unwrap();
+        let t1 = Instant::now();
+        let losses = block_on(be.query_losses(batch, &plan)).unwrap();
+        let t2 = Instant::now();
+        let c = lr_coefficients(&plan.queries, &losses, &clean.losses, alloc, 0.1);
+        block_on(be.step(&plan, &c, &mut opt, config.lr)).unwrap();
+        let t3 = Instant::now();
+        if step > 0 {
+            // Step 0 compiles the pipelines.
+            times[0] += (t1 - t0).as_secs_f64() / steps as f64;
+            times[1] += (t2 - t1).as_secs_f64() / steps as f64;
+            times[2] += (t3 - t2).as_secs_f64() / steps as f64;
         }
     }
+    eprintln!(
+        "{tuning:?} {name}: clean {:.3} s, queries {:.3} s, gradient + optimiser {:.3} s, step {:.3} s",
+        times[0],
+        times[1],
+        times[2],
+        times.iter().sum::<f64>()
+    );
 }

@@ -15,6 +15,7 @@ use flops_web::learn::trainer::{Prepared, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
 use flops_web::model::{embedded, LoadOptions, Model, ModelFiles};
+use pollster::block_on;
 
 fn animal_model(seed: u64) -> (Model, Dataset, Dataset) {
     let (train, test) = Dataset::animal_shape().unwrap();
@@ -61,13 +62,13 @@ fn head_lr_flops_learns_animal_shape_on_cpu() {
     let train_p = Prepared::new(&train, &pre).unwrap();
     let val_p = Prepared::new(&val, &pre).unwrap();
     let mut trainer = Trainer::new(CpuBackend::new(model.net), config.clone(), train_p).unwrap();
-    let before = trainer.evaluate(&val_p).unwrap();
+    let before = block_on(trainer.evaluate(&val_p)).unwrap();
     let t0 = std::time::Instant::now();
     let mut last = None;
     for _ in 0..config.steps {
-        last = Some(trainer.step().unwrap());
+        last = Some(block_on(trainer.step()).unwrap());
     }
-    let after = trainer.evaluate(&val_p).unwrap();
+    let after = block_on(trainer.evaluate(&val_p)).unwrap();
     let last = last.unwrap();
     eprintln!(
         "val accuracy {:.3} -> {:.3}, loss {:.3} -> {:.3}; {} queries, {:.1} s; allocator {:?}",

@@ -28,7 +28,7 @@ function showDevice(d) {
   p.dataset.webgpu = String(d.webgpu);
   p.dataset.training = d.trainingBackend;
   if (!d.webgpu) {
-    p.innerHTML = `<strong>No WebGPU here.</strong> ${esc(d.reason || '')}. Training and prediction run on the CPU path (WebAssembly), correctly but slower.`;
+    p.innerHTML = `<strong>No WebGPU here.</strong> ${esc(d.reason || '')}. Training, evaluation and prediction run on the CPU (WebAssembly) instead: correct, but slower. Training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>.`;
     return;
   }
   const a = d.adapter; const l = d.limits; const b = d.browserAdapter || {};
@@ -36,7 +36,7 @@ function showDevice(d) {
   p.innerHTML = `<strong>WebGPU adapter:</strong> ${esc(name)} — ${esc(a.deviceType)}${b.isFallbackAdapter ? ' (software fallback adapter)' : ''}, ${esc(a.backend)}${b.features ? `; features: ${esc(b.features.join(', ') || 'none')}` : ''}<br>
   Limits: ${l.maxComputeInvocationsPerWorkgroup} invocations/workgroup, ${l.maxComputeWorkgroupStorageSize} B workgroup memory,
   ${(l.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB per storage binding, ${(l.maxBufferSize / 2 ** 20).toFixed(0)} MiB per buffer.<br>
-  Predictions run on <b>${esc(d.predictBackend)}</b>; training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>.`;
+  Predictions run on <b>${esc(d.predictBackend)}</b>; training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>; validation runs on <b id="evaluation-backend">${esc(d.evaluationBackend)}</b>${d.evaluationBackend !== d.trainingBackend ? ' (the weights are read back from the GPU first)' : ''}.`;
 }
 const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
 

@@ -49,7 +49,10 @@ export interface DeviceInfo {
   /** The browser's own adapter description (`GPUAdapter.info`). */
   browserAdapter: { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter: boolean; features: string[] } | null;
   limits: AdapterLimits | null;
+  /** Where training runs: 'webgpu' where an adapter exists (unless `device: 'cpu'`), else 'cpu'. */
   trainingBackend: 'cpu' | 'webgpu';
+  /** Where validation runs during and after training (may be 'cpu' while training runs on 'webgpu'). */
+  evaluationBackend: 'cpu' | 'webgpu';
   predictBackend: 'cpu' | 'webgpu';
 }
 
@@ -121,6 +124,8 @@ export interface Evaluation {
   size: number;
   step: number;
   queries: number;
+  /** Where this evaluation ran. */
+  backend: 'cpu' | 'webgpu';
 }
 
 export interface TrainResult {

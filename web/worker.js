@@ -1,6 +1,7 @@
 // The flops-web worker: owns the wasm Learner, decodes images off the main thread, and runs the
-// training loop step by step, yielding to the event loop between steps so `stopTraining` and
-// `predict` messages are handled while training.
+// training loop step by step (each step a promise: on WebGPU it awaits GPU readbacks), yielding
+// to the event loop between steps so `stopTraining` and `predict` messages are handled while
+// training.
 //
 // Protocol (candle-style): requests `{id, method, args}`; replies `{id, result}` or
 // `{id, error}`; progress `{status, ...}` (loading, compiling, ready, step, epoch, evaluation,
@@ -68,7 +69,7 @@ async function predict(image) {
 
 async function trainLoop(id, params) {
   stopRequested = false;
-  const started = learner.beginTraining(params || {});
+  const started = await learner.beginTraining(params || {});
   const evalEvery = params && params.evalEvery !== undefined ? params.evalEvery : 20;
   progress('training', { id, ...started });
   let epoch = 0;
@@ -89,12 +90,13 @@ async function trainLoop(id, params) {
     }
     const validation = started.validationSize > 0 ? await learner.evaluate() : null;
     if (validation) progress('evaluation', { id, ...validation });
-    learner.finishTraining();
+    await learner.finishTraining();
     const result = { steps: last ? last.step : 0, queries: last ? last.queries : 0, stopped: stopRequested, validation, backend: started.backend };
     progress('done', { id, ...result });
     return result;
   } catch (e) {
-    learner.finishTraining();
+    // Keep what the run learned; a failure here (device lost) must not hide the first error.
+    await learner.finishTraining().catch(() => {});
     throw e;
   }
 }

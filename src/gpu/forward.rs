@@ -115,10 +115,25 @@ impl GpuForward {
         plan: &RowPlan,
         opts: &ForwardOptions,
     ) -> Result<PendingForward> {
+        Ok(Self::submit_reusing(ctx, model, images, plan, opts, None)?.0)
+    }
+
+    /// [`GpuForward::submit_with`], also returning the per-image residual streams entering
+    /// block `plan.first_tuned` (`[B, T, D]`). Given `prefix` (those streams from an earlier
+    /// forward of the same images, frozen weights and `first_tuned`), skips the embeddings and
+    /// the frozen blocks.
+    pub fn submit_reusing(
+        ctx: &GpuContext,
+        model: &GpuModel,
+        images: &[f32],
+        plan: &RowPlan,
+        opts: &ForwardOptions,
+        prefix: Option<&GpuTensor>,
+    ) -> Result<(PendingForward, GpuTensor)> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut pending = Self::submit_inner(ctx, model, images, plan, opts)?;
+        let (mut pending, hidden) = Self::submit_inner(ctx, model, images, plan, opts, prefix)?;
         pending.validation = Some(Box::pin(scope.pop()));
-        Ok(pending)
+        Ok((pending, hidden))
     }
 
     fn submit_inner(
@@ -127,7 +142,8 @@ impl GpuForward {
         images: &[f32],
         plan: &RowPlan,
         opts: &ForwardOptions,
-    ) -> Result<PendingForward> {
+        prefix: Option<&GpuTensor>,
+    ) -> Result<(PendingForward, GpuTensor)> {
         let cfg = &model.config;
         let per_image = cfg.image_numel();
         if images.is_empty() || !images.len().is_multiple_of(per_image) {
@@ -156,20 +172,35 @@ impl GpuForward {
         let dims = Dims::of(model);
         let mut ops = Vec::new();
 
-        // Once per image: embeddings and the frozen prefix.
-        let hidden_img = embed(ctx, model, images, b, &mut ops)?;
-        let img_scratch = Scratch::new(ctx, &dims, b)?;
-        let frozen = Stage {
-            model,
-            dims: &dims,
-            pert: &pert,
-            tables: None,
-            chunk: None,
-            row_base: 0,
+        // Once per image: embeddings and the frozen prefix (unless given). The scratch lives
+        // until the submission, like every buffer the recorded ops use.
+        let mut _img_scratch = None;
+        let hidden_img = match prefix {
+            Some(p) if p.shape == [b, dims.t, dims.d] => p.clone(),
+            Some(p) => {
+                return Err(GpuError::Shape {
+                    op: "forward prefix",
+                    message: format!("{:?} for {b} images of [{}, {}]", p.shape, dims.t, dims.d),
+                })
+            }
+            None => {
+                let hidden_img = embed(ctx, model, images, b, &mut ops)?;
+                let img_scratch = Scratch::new(ctx, &dims, b)?;
+                let frozen = Stage {
+                    model,
+                    dims: &dims,
+                    pert: &pert,
+                    tables: None,
+                    chunk: None,
+                    row_base: 0,
+                };
+                for l in 0..plan.first_tuned {
+                    frozen.block(ctx, l, &hidden_img, b, &img_scratch, &mut Vec::new(), &mut ops)?;
+                }
+                _img_scratch = Some(img_scratch);
+                hidden_img
+            }
         };
-        for l in 0..plan.first_tuned {
-            frozen.block(ctx, l, &hidden_img, b, &img_scratch, &mut Vec::new(), &mut ops)?;
-        }
 
         // Per chunk of rows: fan-out, tuned blocks, head, loss.
         let r = plan.rows.len();
@@ -213,7 +244,7 @@ impl GpuForward {
         ops::record(ctx, &mut encoder, &ops)?;
         let staging = Staging::record(ctx, &mut encoder, &results.buffer, r * (classes + 1));
         ctx.queue.submit([encoder.finish()]);
-        Ok(PendingForward {
+        let pending = PendingForward {
             validation: None,
             staging,
             order: tables.order.clone(),
@@ -222,7 +253,8 @@ impl GpuForward {
                 order: tables.order,
                 kept,
             },
-        })
+        };
+        Ok((pending, hidden_img))
     }
 
     /// [`GpuForward::submit`] then [`PendingForward::read`].

@@ -46,20 +46,30 @@ pub struct StepPlan {
     pub tensors: Vec<u32>,
 }
 
+/// A compute backend, used generically (never as `dyn`). The methods are `async` because the
+/// GPU one reads results back through `map_async`, which the browser cannot block on; the CPU
+/// one computes inline and its futures are ready at once. No `Send` bound: wgpu's futures on
+/// wasm are not `Send`. Natively, callers block with `pollster::block_on`.
+#[allow(async_fn_in_trait)]
 pub trait Backend {
     /// The unperturbed forward of a batch, reusing nothing.
-    fn clean(&mut self, batch: &Batch) -> Result<CleanOut, LearnError>;
-    /// The loss of every query of `plan`, in plan order. Keeps what [`Backend::apply`] needs.
-    fn query_losses(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError>;
+    async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError>;
+    /// The loss of every query of `plan`, in plan order. Keeps what [`Backend::gradient`] needs.
+    async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError>;
     /// Accumulates the estimate from per-query (LR) or per-direction (SPSA) coefficients into
     /// the gradient of the tuned tensors and returns it flat, in `plan.tensors` order.
-    fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError>;
-    /// The tuned tensors, flat in `tensors` order.
-    fn read_params(&self, tensors: &[u32]) -> Vec<f32>;
+    async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError>;
+    /// The tuned tensors as they are now, flat in `tensors` order.
+    async fn read_params(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError>;
     /// Replaces the tuned tensors.
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError>;
-    /// The network as it is now (for evaluation on the CPU and export).
-    fn network(&self) -> &ViTForImageClassification;
+    /// The host copy of the network without waiting: its structure, config and frozen tensors
+    /// are exact, but tensors a device stepped since the last [`Backend::network`] may be older.
+    /// For shapes, tensor ids and labels.
+    fn host_network(&self) -> &ViTForImageClassification;
+    /// The network as it is now (for evaluation on the CPU and export): the GPU backend reads
+    /// the tensors it stepped back into the host copy first.
+    async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError>;
 
     /// One optimiser step on the tuned tensors from the estimate of `coefficients` (as
     /// [`Backend::gradient`]) at learning rate `lr`; returns the gradient's norm before
@@ -67,15 +77,15 @@ pub trait Backend {
     /// [`LearnError::NonFinite`] is returned. The default runs `optimizer` on the host; a
     /// backend may keep the optimiser state itself (the GPU one does, taking only
     /// `optimizer.config` from the argument).
-    fn step(
+    async fn step(
         &mut self,
         plan: &StepPlan,
         coefficients: &[f32],
         optimizer: &mut Optimizer,
         lr: f32,
     ) -> Result<f32, LearnError> {
-        let grad = self.gradient(plan, coefficients)?;
-        let mut params = self.read_params(&plan.tensors);
+        let grad = self.gradient(plan, coefficients).await?;
+        let mut params = self.read_params(&plan.tensors).await?;
         let norm = optimizer.step(&mut params, &grad, lr);
         if !norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
             return Err(LearnError::NonFinite {

@@ -97,7 +97,7 @@ impl CpuBackend {
 }
 
 impl Backend for CpuBackend {
-    fn clean(&mut self, batch: &Batch) -> Result<CleanOut, LearnError> {
+    async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
         self.check(batch)?;
         let mut losses = Vec::with_capacity(batch.len());
         let mut logits = Vec::new();
@@ -109,7 +109,7 @@ impl Backend for CpuBackend {
         Ok(CleanOut { losses, logits })
     }
 
-    fn query_losses(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
+    async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
         self.check(batch)?;
         let prefixes = self.prefixes(batch, plan.first_tuned);
         let mut losses = vec![0.0f32; plan.queries.len()];
@@ -153,7 +153,7 @@ impl Backend for CpuBackend {
         Ok(losses)
     }
 
-    fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
+    async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
         let params = self.net.params();
         let offsets: Vec<usize> = plan
             .tensors
@@ -215,12 +215,16 @@ impl Backend for CpuBackend {
         Ok(grad.into_iter().map(|g| g as f32).collect())
     }
 
-    fn read_params(&self, tensors: &[u32]) -> Vec<f32> {
+    async fn read_params(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
         let params = self.net.params();
-        tensors
-            .iter()
-            .flat_map(|&t| params[t as usize].data.iter().copied())
-            .collect()
+        let mut out = Vec::new();
+        for &t in tensors {
+            let p = params.get(t as usize).ok_or_else(|| LearnError::Config {
+                message: format!("no tensor {t}"),
+            })?;
+            out.extend_from_slice(&p.data);
+        }
+        Ok(out)
     }
 
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
@@ -240,7 +244,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn network(&self) -> &ViTForImageClassification {
+    fn host_network(&self) -> &ViTForImageClassification {
         &self.net
+    }
+
+    async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError> {
+        Ok(&self.net)
     }
 }

@@ -134,7 +134,7 @@ pub struct Trainer<B: Backend> {
 impl<B: Backend> Trainer<B> {
     pub fn new(backend: B, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
         config.estimator.validate()?;
-        let net = backend.network();
+        let net = backend.host_network();
         let layers = net.vit.layers.len();
         config.tuning.check(layers)?;
         if train.len() < 2 {
@@ -212,7 +212,7 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// One step. On a non-finite loss or parameter the previous parameters are kept.
-    pub fn step(&mut self) -> Result<StepEvent, LearnError> {
+    pub async fn step(&mut self) -> Result<StepEvent, LearnError> {
         let idx = self.next_batch();
         let (pixels, labels) = self.train.gather(&idx);
         let batch = Batch {
@@ -225,7 +225,7 @@ impl<B: Backend> Trainer<B> {
             ..self.budget
         };
 
-        let clean = self.backend.clean(&batch)?;
+        let clean = self.backend.clean(&batch).await?;
         if clean.losses.iter().any(|l| !l.is_finite()) {
             return Err(LearnError::NonFinite { step: self.step });
         }
@@ -251,7 +251,7 @@ impl<B: Backend> Trainer<B> {
         let mut plan = self.plan_template.clone();
         plan.step = self.step as u32;
         plan.queries = plan_queries(plan.kind, &alloc);
-        let losses = self.backend.query_losses(&batch, &plan)?;
+        let losses = self.backend.query_losses(&batch, &plan).await?;
         if losses.iter().any(|l| !l.is_finite()) {
             return Err(LearnError::NonFinite { step: self.step });
         }
@@ -260,7 +260,7 @@ impl<B: Backend> Trainer<B> {
             EstimatorKind::Spsa { eps } => spsa_coefficients(&plan.queries, &losses, &alloc, eps),
         };
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
-        let grad_norm = match self.backend.step(&plan, &coeffs, &mut self.optimizer, lr) {
+        let grad_norm = match self.backend.step(&plan, &coeffs, &mut self.optimizer, lr).await {
             Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
             r => r?,
         };
@@ -299,13 +299,13 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Loss, accuracy and confusion matrix on `data`, in batches on the backend.
-    pub fn evaluate(&mut self, data: &Prepared) -> Result<EvalResult, LearnError> {
-        evaluate(&mut self.backend, data, self.num_labels, self.config.batch.max(16))
+    pub async fn evaluate(&mut self, data: &Prepared) -> Result<EvalResult, LearnError> {
+        evaluate(&mut self.backend, data, self.num_labels, self.config.batch.max(16)).await
     }
 }
 
 /// Loss, accuracy and confusion matrix of `backend`'s network on `data`.
-pub fn evaluate<B: Backend>(
+pub async fn evaluate<B: Backend>(
     backend: &mut B,
     data: &Prepared,
     num_labels: usize,
@@ -316,10 +316,12 @@ pub fn evaluate<B: Backend>(
     let all: Vec<usize> = (0..data.len()).collect();
     for idx in all.chunks(batch.max(1)) {
         let (pixels, labels) = data.gather(idx);
-        let out = backend.clean(&Batch {
-            pixels: &pixels,
-            labels: &labels,
-        })?;
+        let out = backend
+            .clean(&Batch {
+                pixels: &pixels,
+                labels: &labels,
+            })
+            .await?;
         for ((z, &y), &l) in out.logits.chunks_exact(num_labels).zip(&labels).zip(&out.losses) {
             let pred = (0..num_labels).max_by(|&a, &b| z[a].total_cmp(&z[b])).unwrap_or(0);
             confusion[y][pred] += 1;

@@ -2,9 +2,11 @@
 //! hand-written ES module `web/flops-web.js`, whose `flops-web.d.ts` documents it for JS users.
 //!
 //! A [`Learner`] owns the model files, the examples (as preprocessed tensors), the trainer and,
-//! where the browser has WebGPU, a [`GpuContext`] used for predictions. Training is driven step
-//! by step from JS (`beginTraining`, `trainStep`, `evaluate`, `finishTraining`) so the worker
-//! yields between steps and `stopTraining` takes effect at once. Every fallible call returns
+//! where the browser has WebGPU, a [`GpuContext`] used for training and predictions. Training is
+//! driven step by step from JS (`beginTraining`, `trainStep`, `evaluate`, `finishTraining`, all
+//! returning promises) so the worker yields between steps and `stopTraining` takes effect at
+//! once. The trainer is the native one (`Trainer<WebBackend>`): each step is awaited, on WebGPU
+//! where an adapter exists, else on the CPU reference. Every fallible call returns
 //! `Result<_, JsError>`, so JS sees an `Error` with the core's message; panics print through
 //! `console_error_panic_hook`.
 
@@ -14,6 +16,7 @@ mod params;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use js_sys::{Array, Object, Reflect, Uint8Array, Uint8ClampedArray};
 use serde::Serialize;
@@ -24,7 +27,7 @@ pub use backend::WebBackend;
 pub use examples::Examples;
 pub use params::TrainParams;
 
-use crate::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
+use crate::gpu::{GpuBackend, GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
 use crate::learn::backend::Backend;
 use crate::learn::cpu::CpuBackend;
 use crate::learn::data::Dataset;
@@ -67,7 +70,7 @@ impl OwnedFiles {
 
 /// The WebGPU device and the model's weights on it (re-uploaded when the weights change).
 struct Gpu {
-    ctx: GpuContext,
+    ctx: Arc<GpuContext>,
     uploaded: RefCell<Option<(u64, Rc<GpuModel>)>>,
 }
 
@@ -79,8 +82,10 @@ struct DeviceInfo {
     reason: Option<String>,
     adapter: Option<crate::gpu::AdapterSummary>,
     limits: Option<Limits>,
-    /// Where training runs: `cpu` until the GPU learning backend is wired in.
+    /// Where training runs: `webgpu` where an adapter exists, else `cpu`.
     training_backend: &'static str,
+    /// Where validation runs during and after training.
+    evaluation_backend: &'static str,
     /// Where predictions run.
     predict_backend: &'static str,
 }
@@ -138,6 +143,8 @@ struct Evaluation {
     size: usize,
     step: usize,
     queries: u64,
+    /// Where this evaluation ran: `cpu` or `webgpu`.
+    backend: &'static str,
 }
 
 #[derive(Serialize)]
@@ -165,6 +172,8 @@ struct State {
     /// An explicit validation set (Animal-Shape's test split); else one is split off.
     validation: Examples,
     trainer: Option<Trainer<WebBackend>>,
+    /// The trainer is out of `trainer` while one of its awaits runs (a step, a readback).
+    busy: bool,
     validation_prepared: Option<Prepared>,
     seed: u64,
 }
@@ -176,7 +185,8 @@ impl State {
 
     fn net(&self) -> &ViTForImageClassification {
         match &self.trainer {
-            Some(t) => t.backend.network(),
+            // The GPU's host copy is as of the last readback (evaluation or `finishTraining`).
+            Some(t) => t.backend.host_network(),
             None => &self.model.net,
         }
     }
@@ -292,7 +302,12 @@ pub async fn create_learner(
             max_storage_buffers_per_shader_stage: g.limits.max_storage_buffers_per_shader_stage,
             max_compute_workgroups_per_dimension: g.limits.max_compute_workgroups_per_dimension,
         }),
-        training_backend: "cpu",
+        training_backend: if gpu.is_some() { "webgpu" } else { "cpu" },
+        evaluation_backend: if gpu.is_some() && EVALUATE_ON_GPU {
+            "webgpu"
+        } else {
+            "cpu"
+        },
         predict_backend: if gpu.is_some() { "webgpu" } else { "cpu" },
     };
     let image_len = model.config().image_numel();
@@ -304,13 +319,14 @@ pub async fn create_learner(
         train: Examples::new(image_len),
         validation: Examples::new(image_len),
         trainer: None,
+        busy: false,
         validation_prepared: None,
         seed: 0,
     };
     Ok(Learner {
         state: Rc::new(RefCell::new(state)),
         gpu: Rc::new(gpu.map(|ctx| Gpu {
-            ctx,
+            ctx: Arc::new(ctx),
             uploaded: RefCell::new(None),
         })),
         device: Rc::new(info),
@@ -445,107 +461,127 @@ impl Learner {
     }
 
     /// Prepares a run: (re)builds the head when the classes differ from the model's labels,
-    /// splits off validation data when none was given, and makes the trainer.
+    /// splits off validation data when none was given, and makes the trainer (on WebGPU where
+    /// the learner has it). Resolves to `{steps, trainSize, validationSize, backend, ...}`.
     #[wasm_bindgen(js_name = beginTraining)]
-    pub fn begin_training(&self, params: JsValue) -> Result<JsValue, JsError> {
-        let params: TrainParams = if params.is_undefined() || params.is_null() {
-            TrainParams::default()
-        } else {
-            serde_wasm_bindgen::from_value(params).map_err(|e| JsError::new(&format!("train params: {e}")))?
-        };
-        let mut guard = self.state.borrow_mut();
-        let s = &mut *guard;
-        if let Some(t) = s.trainer.take() {
+    pub fn begin_training(&self, params: JsValue) -> js_sys::Promise {
+        let state = self.state.clone();
+        let gpu = self.gpu.clone();
+        future_to_promise(async move {
+            let params: TrainParams = if params.is_undefined() || params.is_null() {
+                TrainParams::default()
+            } else {
+                serde_wasm_bindgen::from_value(params).map_err(|e| JsError::new(&format!("train params: {e}")))?
+            };
             // An unfinished run: keep what it learned.
-            s.model.net = t.backend.network().clone();
-            s.version += 1;
-        }
-        let config = params.to_config(s.seed)?;
-        let n = s.classes.len();
-        if n < 2 {
-            return Err(JsError::new(&format!(
-                "a classifier needs at least 2 classes, have {n}; add classes and examples first"
-            )));
-        }
-        let counts = s.train.counts(n);
-        if let Some(c) = counts.iter().position(|&c| c == 0) {
-            return Err(JsError::new(&format!("class `{}` has no examples", s.classes[c])));
-        }
-        if s.model.labels() != s.classes {
-            s.model = Model::load(
-                s.files.files(),
-                &LoadOptions {
-                    labels: Some(s.classes.clone()),
-                    head_seed: config.seed,
-                },
-            )
-            .map_err(js_err)?;
-            s.version += 1;
-        }
-        let (train, val) = if s.validation.is_empty() {
-            s.train.split(n, params.validation_fraction, config.seed)
-        } else {
-            (s.train.clone(), s.validation.clone())
-        };
-        let steps = config.steps;
-        let backend = WebBackend::Cpu(CpuBackend::new(s.model.net.clone()));
-        let backend_name = backend.name();
-        let trainer = Trainer::new(backend, config, train.prepared()).map_err(js_err)?;
-        let net = trainer.backend.network();
-        let tuned = trainer
-            .tuned_tensors()
-            .iter()
-            .map(|&t| net.params()[t as usize].numel())
-            .sum();
-        let started = TrainingStarted {
-            steps,
-            train_size: train.len(),
-            validation_size: val.len(),
-            backend: backend_name,
-            tuned_parameters: tuned,
-            classes: s.classes.clone(),
-        };
-        s.validation_prepared = (!val.is_empty()).then(|| val.prepared());
-        s.trainer = Some(trainer);
-        to_js(&started)
+            if let Some(net) = take_trained(&state).await? {
+                let mut s = state.borrow_mut();
+                s.model.net = net;
+                s.version += 1;
+            }
+            let mut guard = state.borrow_mut();
+            let s = &mut *guard;
+            let config = params.to_config(s.seed).map_err(js_err)?;
+            let n = s.classes.len();
+            if n < 2 {
+                return Err(JsError::new(&format!(
+                    "a classifier needs at least 2 classes, have {n}; add classes and examples first"
+                ))
+                .into());
+            }
+            let counts = s.train.counts(n);
+            if let Some(c) = counts.iter().position(|&c| c == 0) {
+                return Err(JsError::new(&format!("class `{}` has no examples", s.classes[c])).into());
+            }
+            if s.model.labels() != s.classes {
+                s.model = Model::load(
+                    s.files.files(),
+                    &LoadOptions {
+                        labels: Some(s.classes.clone()),
+                        head_seed: config.seed,
+                    },
+                )
+                .map_err(js_err)?;
+                s.version += 1;
+            }
+            let (train, val) = if s.validation.is_empty() {
+                s.train.split(n, params.validation_fraction, config.seed)
+            } else {
+                (s.train.clone(), s.validation.clone())
+            };
+            let steps = config.steps;
+            let backend = match gpu.as_ref() {
+                Some(g) => WebBackend::Gpu(GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?),
+                None => WebBackend::Cpu(CpuBackend::new(s.model.net.clone())),
+            };
+            let backend_name = backend.name();
+            let trainer = Trainer::new(backend, config, train.prepared()).map_err(js_err)?;
+            let net = trainer.backend.host_network();
+            let tuned = trainer
+                .tuned_tensors()
+                .iter()
+                .map(|&t| net.params()[t as usize].numel())
+                .sum();
+            let started = TrainingStarted {
+                steps,
+                train_size: train.len(),
+                validation_size: val.len(),
+                backend: backend_name,
+                tuned_parameters: tuned,
+                classes: s.classes.clone(),
+            };
+            s.validation_prepared = (!val.is_empty()).then(|| val.prepared());
+            s.trainer = Some(trainer);
+            to_js(&started).map_err(Into::into)
+        })
     }
 
-    /// One training step; resolves to the step's metrics (loss, accuracy, allocation, ...).
+    /// One training step, awaited on the trainer's backend; resolves to the step's metrics
+    /// (loss, accuracy, allocation, ..., `backend`).
     #[wasm_bindgen(js_name = trainStep)]
     pub fn train_step(&self) -> js_sys::Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let mut s = state.borrow_mut();
-            let t = s
-                .trainer
-                .as_mut()
+            let mut t = take_trainer(&state)?
                 .ok_or_else(|| JsError::new("no training in progress; call beginTraining first"))?;
-            let ev = t.step().map_err(js_err)?;
+            let ev = t.step().await;
             let backend = t.backend.name();
-            let v = to_js(&ev)?;
+            put_trainer(&state, t);
+            let v = to_js(&ev.map_err(js_err)?)?;
             set(v.unchecked_ref(), "backend", backend);
             Ok(v)
         })
     }
 
-    /// Loss, accuracy, confusion matrix and per-class accuracy on the validation set.
+    /// Loss, accuracy, confusion matrix and per-class accuracy on the validation set; `backend`
+    /// says where it ran (the device panel's `evaluationBackend` during training).
     pub fn evaluate(&self) -> js_sys::Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let mut guard = state.borrow_mut();
-            let s = &mut *guard;
-            let n = s.classes.len().max(s.net().config.num_labels());
-            let val = match (&s.validation_prepared, s.validation.is_empty()) {
-                (Some(v), _) => v.clone(),
-                (None, false) => s.validation.prepared(),
-                (None, true) => return Err(JsError::new("no validation data").into()),
+            let (val, n) = {
+                let s = state.borrow();
+                let n = s.classes.len().max(s.net().config.num_labels());
+                let val = match (&s.validation_prepared, s.validation.is_empty()) {
+                    (Some(v), _) => v.clone(),
+                    (None, false) => s.validation.prepared(),
+                    (None, true) => return Err(JsError::new("no validation data").into()),
+                };
+                (val, n)
             };
-            let (res, step, queries) = match s.trainer.as_mut() {
-                Some(t) => (t.evaluate(&val).map_err(js_err)?, t.step, t.queries),
+            let (res, step, queries, backend) = match take_trainer(&state)? {
+                Some(mut t) => {
+                    let r = evaluate_trainer(&mut t, &val).await;
+                    let (step, queries) = (t.step, t.queries);
+                    put_trainer(&state, t);
+                    let (r, backend) = r?;
+                    (r, step, queries, backend)
+                }
                 None => {
-                    let mut b = CpuBackend::new(s.model.net.clone());
-                    let r = crate::learn::trainer::evaluate(&mut b, &val, n, 64).map_err(js_err)?;
-                    (r, 0, 0)
+                    let mut b = CpuBackend::new(state.borrow().model.net.clone());
+                    let r = crate::learn::trainer::evaluate(&mut b, &val, n, 64)
+                        .await
+                        .map_err(js_err)?;
+                    (r, 0, 0, "cpu")
                 }
             };
             let per_class = res
@@ -565,6 +601,7 @@ impl Learner {
                 size: val.len(),
                 step,
                 queries,
+                backend,
             })
             .map_err(Into::into)
         })
@@ -604,18 +641,22 @@ impl Learner {
         Ok(out)
     }
 
-    /// Ends the run, keeping the trained weights in the model.
+    /// Ends the run, keeping the trained weights in the model (read back from the GPU).
+    /// Resolves to whether a run was in progress.
     #[wasm_bindgen(js_name = finishTraining)]
-    pub fn finish_training(&self) -> bool {
-        let mut s = self.state.borrow_mut();
-        match s.trainer.take() {
-            Some(t) => {
-                s.model.net = t.backend.network().clone();
-                s.version += 1;
-                true
+    pub fn finish_training(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            match take_trained(&state).await? {
+                Some(net) => {
+                    let mut s = state.borrow_mut();
+                    s.model.net = net;
+                    s.version += 1;
+                    Ok(JsValue::TRUE)
+                }
+                None => Ok(JsValue::FALSE),
             }
-            None => false,
-        }
+        })
     }
 
     /// Classifies raw pixels (RGBA `ImageData`, gray or RGB); on WebGPU where present.
@@ -672,18 +713,29 @@ impl Learner {
     }
 
     /// The model as a HF folder: `{config, weights, preprocessor}` (`config.json`,
-    /// `model.safetensors`, `preprocessor_config.json` bytes).
+    /// `model.safetensors`, `preprocessor_config.json` bytes); during a run, the trainer's
+    /// current weights.
     #[wasm_bindgen(js_name = exportModel)]
-    pub fn export_model(&self) -> Result<Object, JsError> {
-        let s = self.state.borrow();
-        let mut model = s.model.clone();
-        model.net = s.net().clone();
-        let e = model.export().map_err(js_err)?;
-        let o = Object::new();
-        set(&o, "config", Uint8Array::from(e.config.as_bytes()));
-        set(&o, "weights", Uint8Array::from(e.weights.as_slice()));
-        set(&o, "preprocessor", Uint8Array::from(e.preprocessor.as_bytes()));
-        Ok(o)
+    pub fn export_model(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let net = match take_trainer(&state)? {
+                Some(mut t) => {
+                    let net = t.backend.network().await.cloned();
+                    put_trainer(&state, t);
+                    net.map_err(js_err)?
+                }
+                None => state.borrow().model.net.clone(),
+            };
+            let mut model = state.borrow().model.clone();
+            model.net = net;
+            let e = model.export().map_err(js_err)?;
+            let o = Object::new();
+            set(&o, "config", Uint8Array::from(e.config.as_bytes()));
+            set(&o, "weights", Uint8Array::from(e.weights.as_slice()));
+            set(&o, "preprocessor", Uint8Array::from(e.preprocessor.as_bytes()));
+            Ok(o.into())
+        })
     }
 
     /// Drops the trainer and the examples (the GPU device goes with the learner's `free()`).
@@ -695,6 +747,57 @@ impl Learner {
         s.validation = Examples::new(s.image_len());
         s.classes.clear();
     }
+}
+
+/// Validation during a GPU run: on the GPU (`true`) or, after reading the tuned tensors back,
+/// on the CPU reference (`false`). SwiftShader (the CI's WebGPU) runs the full forward of a
+/// validation set slower than wasm on the CPU does.
+const EVALUATE_ON_GPU: bool = false;
+
+/// Takes the trainer out of `state` for the length of an await, so that calls arriving
+/// meanwhile (predictions, summaries) find `state` unborrowed. Errors while another await has it.
+fn take_trainer(state: &RefCell<State>) -> Result<Option<Trainer<WebBackend>>, JsError> {
+    let mut s = state.borrow_mut();
+    if s.busy {
+        return Err(JsError::new("a training step is running; await it first"));
+    }
+    let t = s.trainer.take();
+    s.busy = t.is_some();
+    Ok(t)
+}
+
+fn put_trainer(state: &RefCell<State>, t: Trainer<WebBackend>) {
+    let mut s = state.borrow_mut();
+    s.trainer = Some(t);
+    s.busy = false;
+}
+
+/// Ends the run in `state`, if any, and returns its network as it is now.
+async fn take_trained(state: &RefCell<State>) -> Result<Option<ViTForImageClassification>, JsError> {
+    let Some(mut t) = take_trainer(state)? else {
+        return Ok(None);
+    };
+    let net = t.backend.network().await.cloned();
+    state.borrow_mut().busy = false;
+    Ok(Some(net.map_err(js_err)?))
+}
+
+/// Evaluates the trainer's current network where [`EVALUATE_ON_GPU`] says; returns the backend.
+async fn evaluate_trainer(
+    t: &mut Trainer<WebBackend>,
+    val: &Prepared,
+) -> Result<(crate::learn::trainer::EvalResult, &'static str), JsError> {
+    if matches!(t.backend, WebBackend::Cpu(_)) || EVALUATE_ON_GPU {
+        let r = t.evaluate(val).await.map_err(js_err)?;
+        return Ok((r, t.backend.name()));
+    }
+    let net = t.backend.network().await.map_err(js_err)?;
+    let n = net.config.num_labels();
+    let mut cpu = CpuBackend::new(net.clone());
+    let r = crate::learn::trainer::evaluate(&mut cpu, val, n, 64)
+        .await
+        .map_err(js_err)?;
+    Ok((r, "cpu"))
 }
 
 /// `{width, height, data: Uint8ClampedArray}` (an `ImageData`-like object; workers can post it).

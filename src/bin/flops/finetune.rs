@@ -274,7 +274,7 @@ fn train_loop<B: Backend>(
     let mut failure = None;
     let mut last_val: Option<EvalResult> = None;
     for s in 0..steps {
-        match trainer.step() {
+        match pollster::block_on(trainer.step()) {
             Ok(ev) => {
                 write(&LogLine::Step(&ev))?;
                 bar.set_message(format!(
@@ -295,7 +295,7 @@ fn train_loop<B: Backend>(
             }
         }
         if (s + 1) % run.eval_every.max(1) == 0 || s + 1 == steps {
-            let r = evaluate(&mut trainer.backend, val_p, num_labels, 64).map_err(learn_err)?;
+            let r = pollster::block_on(evaluate(&mut trainer.backend, val_p, num_labels, 64)).map_err(learn_err)?;
             write(&LogLine::Eval {
                 step: trainer.step,
                 queries: trainer.queries,
@@ -307,8 +307,11 @@ fn train_loop<B: Backend>(
     }
     bar.finish_and_clear();
     // The parameters are the last good ones even after a failure: export them either way.
+    let net = pollster::block_on(trainer.backend.network())
+        .map_err(learn_err)?
+        .clone();
     let tuned = Model {
-        net: trainer.backend.network().clone(),
+        net,
         preprocessor: run.pre.clone(),
         layout: run.layout,
     };
@@ -374,7 +377,7 @@ pub fn run_eval(args: EvalArgs) -> Result<(), CliError> {
     let labels = model.labels();
     let val_p = Prepared::new(&val, &model.preprocessor).map_err(learn_err)?;
     let mut backend = CpuBackend::new(model.net);
-    let r = evaluate(&mut backend, &val_p, labels.len(), 64).map_err(learn_err)?;
+    let r = pollster::block_on(evaluate(&mut backend, &val_p, labels.len(), 64)).map_err(learn_err)?;
     let per_class = r
         .confusion
         .iter()

@@ -5,17 +5,16 @@
 //!
 //! What travels to the host: the per-row losses (and, for clean passes, the logits), and one
 //! f32 per step (the gradient norm). Parameters are updated in the model's GPU buffers in
-//! place; the CPU copy ([`GpuBackend::network`]) is synced lazily: tensors changed on the GPU
-//! are marked stale and read back only when `network()`, `read_params` or
-//! [`GpuBackend::sync_async`] asks for them.
+//! place; the host copy is synced lazily: tensors changed on the GPU are marked stale and read
+//! back only when [`Backend::network`], `read_params` or [`GpuBackend::sync_async`] asks for
+//! them.
 //!
-//! Natively the synchronous [`Backend`] trait is implemented by blocking on the `*_async`
-//! methods; on wasm (no blocking in the browser) only the `*_async` methods exist.
+//! The [`Backend`] trait is async and implemented on the `*_async` methods on every target:
+//! natively callers block on it with `pollster`, in the browser the worker awaits it.
 
 mod grad;
 mod optim;
 
-use std::cell::{Cell, OnceCell};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -23,19 +22,16 @@ use grad::Layout;
 use optim::GpuOptimizer;
 
 use super::context::GpuContext;
-use super::error::GpuError;
 use super::forward::{ForwardOptions, GpuForward, LrInputs, RowOutputs};
 use super::model::GpuModel;
 use super::ops::{self, Op};
 use super::plan::{Perturbation, QueryRow, RowPlan};
 use super::readback::Staging;
 use super::tensor::GpuTensor;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::learn::backend::Backend;
-use crate::learn::backend::{Batch, CleanOut, StepPlan};
+use crate::learn::backend::{Backend, Batch, CleanOut, StepPlan};
 use crate::learn::error::LearnError;
 use crate::learn::estimate::{EstimatorKind, Query};
-use crate::learn::optim::OptimizerConfig;
+use crate::learn::optim::{Optimizer, OptimizerConfig};
 use crate::model::ViTForImageClassification;
 
 /// What the last query forward left for the gradient.
@@ -52,11 +48,13 @@ pub struct GpuBackend {
     /// The host copy; tensors in `stale` are newer on the GPU.
     net: ViTForImageClassification,
     stale: BTreeSet<u32>,
-    /// `net` with the stale tensors read back, built on demand by `network()`.
-    synced: OnceCell<ViTForImageClassification>,
-    /// A failed lazy readback in `network()`, reported by the next fallible call.
-    sync_error: Cell<Option<GpuError>>,
     last: Option<Queried>,
+    /// The per-image streams entering block `first_tuned` of the last batch: (pixels,
+    /// first_tuned, `[B, T, D]`). The clean pass leaves them and the query pass of the same
+    /// batch reuses them (the frozen prefix is never stepped); `write_params` drops them.
+    prefix: Option<(Vec<f32>, usize, GpuTensor)>,
+    /// The first tuned block of the last plan: where the clean pass splits its forward.
+    first_tuned: Option<usize>,
     optimizer: Option<GpuOptimizer>,
     /// Chunking of the forwards.
     pub forward: ForwardOptions,
@@ -75,9 +73,9 @@ impl GpuBackend {
             model,
             net,
             stale: BTreeSet::new(),
-            synced: OnceCell::new(),
-            sync_error: Cell::new(None),
             last: None,
+            prefix: None,
+            first_tuned: None,
             optimizer: None,
             forward: ForwardOptions::default(),
         })
@@ -92,15 +90,7 @@ impl GpuBackend {
         &self.model
     }
 
-    fn take_sync_error(&self) -> Result<(), LearnError> {
-        match self.sync_error.take() {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
-    }
-
     fn check(&self, batch: &Batch) -> Result<(), LearnError> {
-        self.take_sync_error()?;
         let per = self.net.config.image_numel();
         if batch.is_empty() || batch.pixels.len() != batch.len() * per {
             return Err(config_err(format!(
@@ -112,8 +102,19 @@ impl GpuBackend {
         Ok(())
     }
 
-    async fn run(&self, batch: &Batch<'_>, plan: &RowPlan) -> Result<RowOutputs, LearnError> {
-        let pending = GpuForward::submit_with(&self.ctx, &self.model, batch.pixels, plan, &self.forward)?;
+    /// The forward of `plan`, reusing the cached prefix when it is of the same batch and split.
+    async fn run(&mut self, batch: &Batch<'_>, plan: &RowPlan) -> Result<RowOutputs, LearnError> {
+        let cached = match &self.prefix {
+            // Block 0's input is the embedding output, which `Tuning::All` steps: not cached.
+            Some((px, ft, t)) if *ft == plan.first_tuned && *ft > 0 && px.as_slice() == batch.pixels => Some(t),
+            _ => None,
+        };
+        let reused = cached.is_some();
+        let (pending, hidden) =
+            GpuForward::submit_reusing(&self.ctx, &self.model, batch.pixels, plan, &self.forward, cached)?;
+        if !reused {
+            self.prefix = Some((batch.pixels.to_vec(), plan.first_tuned, hidden));
+        }
         Ok(pending.read(&self.ctx).await?)
     }
 
@@ -131,7 +132,8 @@ impl GpuBackend {
                     perturbation: Perturbation::Clean,
                 })
                 .collect(),
-            first_tuned: self.net.vit.layers.len(),
+            // Split where the last plan did, so that its query pass can reuse the prefix.
+            first_tuned: self.first_tuned.unwrap_or(self.net.vit.layers.len()),
         };
         let out = self.run(batch, &plan).await?;
         Ok(CleanOut {
@@ -145,6 +147,7 @@ impl GpuBackend {
     pub async fn query_losses_async(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
         self.check(batch)?;
         self.last = None;
+        self.first_tuned = Some(plan.first_tuned);
         let rows =
             plan.queries
                 .iter()
@@ -253,7 +256,6 @@ impl GpuBackend {
         config: &OptimizerConfig,
         lr: f32,
     ) -> Result<f32, LearnError> {
-        self.take_sync_error()?;
         config.validate()?;
         let mut ops = Vec::new();
         let (g, layout) = self.record_gradient(plan, coefficients, &mut ops)?;
@@ -270,7 +272,6 @@ impl GpuBackend {
         let staging = Staging::record(&self.ctx, &mut encoder, &norm_buf, 1);
         self.ctx.queue.submit([encoder.finish()]);
         self.stale.extend(plan.tensors.iter().copied());
-        self.synced = OnceCell::new();
         let norm = staging.read(&self.ctx).await?.first().copied().unwrap_or(f32::NAN);
         if !norm.is_finite() {
             if let Some(o) = self.optimizer.as_mut() {
@@ -302,6 +303,7 @@ impl GpuBackend {
 
     /// [`Backend::write_params`]: host copy and GPU buffers.
     pub fn write_params_now(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
+        self.prefix = None;
         let mut params = self.net.params_mut();
         let mut off = 0;
         for &t in tensors {
@@ -317,18 +319,17 @@ impl GpuBackend {
             self.stale.remove(&t);
             off += n;
         }
-        self.synced = OnceCell::new();
         Ok(())
     }
 
-    /// Reads the stale tensors back into the host copy and returns it (the browser's
-    /// `network()`).
+    /// Reads the stale tensors back into the host copy and returns it ([`Backend::network`]).
     pub async fn sync_async(&mut self) -> Result<&ViTForImageClassification, LearnError> {
-        let stale: Vec<u32> = self.stale.iter().copied().collect();
-        let flat = self.read_params_async(&stale).await?;
-        self.write_host(&stale, &flat);
-        self.stale.clear();
-        self.synced = OnceCell::new();
+        if !self.stale.is_empty() {
+            let stale: Vec<u32> = self.stale.iter().copied().collect();
+            let flat = self.read_params_async(&stale).await?;
+            self.write_host(&stale, &flat);
+            self.stale.clear();
+        }
         Ok(&self.net)
     }
 
@@ -350,87 +351,44 @@ impl GpuBackend {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-impl GpuBackend {
-    /// Natively: the host copy with the stale tensors read back (cached until the next step).
-    fn network_blocking(&self) -> &ViTForImageClassification {
-        if self.stale.is_empty() {
-            return &self.net;
-        }
-        self.synced.get_or_init(|| {
-            let stale: Vec<u32> = self.stale.iter().copied().collect();
-            let mut net = self.net.clone();
-            match pollster::block_on(self.read_params_async(&stale)) {
-                Ok(flat) => {
-                    let mut params = net.params_mut();
-                    let mut off = 0;
-                    for &t in &stale {
-                        let p = &mut params[t as usize];
-                        let n = p.data.len();
-                        p.data.copy_from_slice(&flat[off..off + n]);
-                        off += n;
-                    }
-                }
-                Err(LearnError::Gpu(e)) => self.sync_error.set(Some(e)),
-                Err(e) => self.sync_error.set(Some(GpuError::Readback { reason: e.to_string() })),
-            }
-            net
-        })
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
 impl Backend for GpuBackend {
-    fn clean(&mut self, batch: &Batch) -> Result<CleanOut, LearnError> {
-        pollster::block_on(self.clean_async(batch))
+    async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
+        self.clean_async(batch).await
     }
 
-    fn query_losses(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
-        pollster::block_on(self.query_losses_async(batch, plan))
+    async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
+        self.query_losses_async(batch, plan).await
     }
 
-    fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
-        pollster::block_on(self.gradient_async(plan, coefficients))
+    async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
+        self.gradient_async(plan, coefficients).await
     }
 
-    /// A failed readback (device lost) returns the host copy's values and is reported as an
-    /// error by the next fallible call (the trait has no error path here).
-    fn read_params(&self, tensors: &[u32]) -> Vec<f32> {
-        match pollster::block_on(self.read_params_async(tensors)) {
-            Ok(v) => v,
-            Err(e) => {
-                self.sync_error.set(Some(match e {
-                    LearnError::Gpu(g) => g,
-                    other => GpuError::Readback {
-                        reason: other.to_string(),
-                    },
-                }));
-                let params = self.net.params();
-                tensors
-                    .iter()
-                    .filter_map(|&t| params.get(t as usize))
-                    .flat_map(|p| p.data.iter().copied())
-                    .collect()
-            }
-        }
+    async fn read_params(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
+        self.read_params_async(tensors).await
     }
 
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
         self.write_params_now(tensors, flat)
     }
 
-    fn network(&self) -> &ViTForImageClassification {
-        self.network_blocking()
+    fn host_network(&self) -> &ViTForImageClassification {
+        &self.net
     }
 
-    fn step(
+    async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError> {
+        self.sync_async().await
+    }
+
+    /// On the GPU, with the optimiser state kept there; only `optimizer.config` is used.
+    async fn step(
         &mut self,
         plan: &StepPlan,
         coefficients: &[f32],
-        optimizer: &mut crate::learn::optim::Optimizer,
+        optimizer: &mut Optimizer,
         lr: f32,
     ) -> Result<f32, LearnError> {
         let config = optimizer.config;
-        pollster::block_on(self.step_async(plan, coefficients, &config, lr))
+        self.step_async(plan, coefficients, &config, lr).await
     }
 }
