@@ -13,6 +13,7 @@ use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
 use flops_web::learn::tuning::Tuning;
 use flops_web::model::perturb::TensorIds;
 use flops_web::model::Model;
+use pollster::block_on;
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -57,12 +58,11 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
     let ids = TensorIds::of(&model.net);
     let layers = model.config().num_hidden_layers;
     let mut backend = CpuBackend::new(model.net);
-    let clean = backend
-        .clean(&Batch {
-            pixels: &pixels,
-            labels: &labels,
-        })
-        .unwrap();
+    let clean = block_on(backend.clean(&Batch {
+        pixels: &pixels,
+        labels: &labels,
+    }))
+    .unwrap();
     let plan = StepPlan {
         kind,
         seed: 42,
@@ -114,9 +114,9 @@ fn head_lr_estimate_is_unbiased_and_row_averaging_is_not() {
     let n_total: usize = alloc.iter().sum();
     for step in 0..n_est {
         plan.step = step as u32;
-        let losses = backend.query_losses(&batch, &plan).unwrap();
+        let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
         let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
-        let est = backend.gradient(&plan, &c).unwrap();
+        let est = block_on(backend.gradient(&plan, &c)).unwrap();
         // The authors' averaging: every row weighted 1/N, i.e. coefficient * B n_i / N.
         let c_auth: Vec<f32> = plan
             .queries
@@ -124,7 +124,7 @@ fn head_lr_estimate_is_unbiased_and_row_averaging_is_not() {
             .zip(&c)
             .map(|(q, &c)| c * (alloc.len() * alloc[q.point]) as f32 / n_total as f32)
             .collect();
-        let est_auth = backend.gradient(&plan, &c_auth).unwrap();
+        let est_auth = block_on(backend.gradient(&plan, &c_auth)).unwrap();
         for k in 0..dim {
             ours[k] += est[k] as f64 / n_est as f64;
             authors[k] += est_auth[k] as f64 / n_est as f64;
@@ -194,9 +194,9 @@ fn head_lr_trace_covariance_matches_the_formula() {
     let (mut sum, mut sum_sq) = (vec![0.0f64; dim], 0.0f64);
     for step in 0..n_est {
         plan.step = step as u32;
-        let losses = backend.query_losses(&batch, &plan).unwrap();
+        let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
         let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
-        let est = backend.gradient(&plan, &c).unwrap();
+        let est = block_on(backend.gradient(&plan, &c)).unwrap();
         for (s, &e) in sum.iter_mut().zip(&est) {
             *s += e as f64;
         }
@@ -210,5 +210,88 @@ fn head_lr_trace_covariance_matches_the_formula() {
         rel <= 0.15,
         "empirical tr Cov {tr_cov} vs (1/B^2) sum V_i/n_i = {predicted} ({:.1}% off)",
         100.0 * rel
+    );
+}
+
+/// The flops allocator learns from real one-sided LR queries: on a batch with spread clean losses
+/// (0.18 to 9.5) the measured per-point variance grows with the loss, so the slope `a` of
+/// `mu_i = a u_i + c` must turn positive within 200 steps (the parameters are not updated, so the
+/// batch stays the same).
+#[test]
+fn flops_allocator_slope_turns_positive_on_one_sided_lr() {
+    use flops_web::learn::allocate::{Allocator, BatchStats, Budget, Feedback, FlopsGaussian, FlopsParams};
+    use flops_web::learn::estimate::measured_variance;
+    let kind = EstimatorKind::Lr {
+        sigma: 0.1,
+        antithetic: false,
+    };
+    let Setup {
+        mut backend,
+        pixels,
+        labels,
+        clean_losses,
+        mut plan,
+        ..
+    } = setup(kind, &[1; 8]);
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
+    };
+    let spread =
+        clean_losses.iter().cloned().fold(f32::MIN, f32::max) - clean_losses.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 5.0, "the fixture batch has spread losses: {clean_losses:?}");
+    let budget = Budget {
+        total: 8 * 6,
+        min_per_point: 1,
+        unit: 1,
+    };
+    let proxy = vec![0.0f32; 8];
+    // Control: the same updates with a flat variance proxy must not learn a slope.
+    let mut control = FlopsGaussian::new(5, FlopsParams::default());
+    for _ in 0..200 {
+        let stats = BatchStats {
+            losses: &clean_losses,
+            variance_proxy: &proxy,
+        };
+        let n = control.allocate(&stats, budget).unwrap();
+        control.update(
+            &Feedback {
+                stats,
+                allocation: &n,
+                measured: &[1.0; 8],
+            },
+            budget,
+        );
+    }
+    let mut alloc = FlopsGaussian::new(5, FlopsParams::default());
+    let mut turned = None;
+    for step in 0..200 {
+        let stats = BatchStats {
+            losses: &clean_losses,
+            variance_proxy: &proxy,
+        };
+        let n = alloc.allocate(&stats, budget).unwrap();
+        plan.step = step as u32;
+        plan.queries = plan_queries(kind, &n);
+        let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
+        let m = measured_variance(kind, &plan.queries, &losses, &clean_losses, &n);
+        alloc.update(
+            &Feedback {
+                stats,
+                allocation: &n,
+                measured: &m,
+            },
+            budget,
+        );
+        if alloc.lambda[0] > 0.0 && turned.is_none() {
+            turned = Some(step + 1);
+        }
+    }
+    let (a, a0) = (alloc.lambda[0], control.lambda[0]);
+    eprintln!("slope a after 200 steps: {a:.3} (first positive at step {turned:?}); flat-variance control: {a0:.3}");
+    assert!(a > 0.5, "slope a = {a}");
+    assert!(
+        a > a0 + 0.5,
+        "the slope must come from the measured variances: {a} vs control {a0}"
     );
 }
