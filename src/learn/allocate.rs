@@ -45,7 +45,7 @@ impl Budget {
         if batch == 0 {
             return bad("empty batch".into());
         }
-        if self.unit == 0 || self.total % self.unit != 0 || self.min_per_point % self.unit != 0 {
+        if self.unit == 0 || !self.total.is_multiple_of(self.unit) || !self.min_per_point.is_multiple_of(self.unit) {
             return bad(format!(
                 "budget {} and minimum {} must be multiples of the allocation unit {}",
                 self.total, self.min_per_point, self.unit

@@ -56,7 +56,7 @@ impl OptimizerConfig {
                 bad(format!("momentum must be in [0, 1), got {momentum}"))
             }
             OptimizerKind::Adam { beta1, beta2, eps }
-                if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) || !(eps > 0.0) =>
+                if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) || eps.is_nan() || eps <= 0.0 =>
             {
                 bad(format!(
                     "Adam needs betas in [0, 1) and eps > 0, got {beta1}, {beta2}, {eps}"

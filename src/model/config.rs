@@ -134,7 +134,7 @@ impl ViTConfig {
                 return Err(Self::bad(field, "must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Self::bad(
                 "num_attention_heads",
                 format!(

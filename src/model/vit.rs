@@ -399,7 +399,7 @@ impl ViTForImageClassification {
     /// Logits `[B, num_labels]` of a batch `[B, C, H, W]`.
     pub fn forward_batch(&self, pixels: &[f32]) -> Result<Vec<f32>> {
         let n = self.config.image_numel();
-        if pixels.is_empty() || pixels.len() % n != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(n) {
             return Err(ModelError::Input {
                 reason: format!(
                     "pixel batch of {} values is not a whole number of {n}-value images",

@@ -13,9 +13,9 @@ use crate::model::ViTForImageClassification;
 pub enum WebBackend {
     /// The CPU reference (wasm32, single thread): where the browser has no WebGPU, or the
     /// learner was made with `device: "cpu"`.
-    Cpu(CpuBackend),
-    /// Forwards, gradient estimate and optimiser step on WebGPU.
-    Gpu(GpuBackend),
+    Cpu(Box<CpuBackend>),
+    /// Forwards, gradient estimate and optimiser step on WebGPU (both variants are boxed: the backends are large).
+    Gpu(Box<GpuBackend>),
 }
 
 impl WebBackend {

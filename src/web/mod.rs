@@ -297,7 +297,7 @@ pub async fn create_learner(
             max_compute_invocations_per_workgroup: g.limits.max_compute_invocations_per_workgroup,
             max_compute_workgroup_size_x: g.limits.max_compute_workgroup_size_x,
             max_compute_workgroup_storage_size: g.limits.max_compute_workgroup_storage_size,
-            max_storage_buffer_binding_size: g.limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: g.limits.max_storage_buffer_binding_size,
             max_buffer_size: g.limits.max_buffer_size,
             max_storage_buffers_per_shader_stage: g.limits.max_storage_buffers_per_shader_stage,
             max_compute_workgroups_per_dimension: g.limits.max_compute_workgroups_per_dimension,
@@ -326,6 +326,9 @@ pub async fn create_learner(
     Ok(Learner {
         state: Rc::new(RefCell::new(state)),
         gpu: Rc::new(gpu.map(|ctx| Gpu {
+            // `GpuBackend` shares the context through an `Arc` on every target; on wasm32 there
+            // is one thread, so the missing `Send` does not matter.
+            #[allow(clippy::arc_with_non_send_sync)]
             ctx: Arc::new(ctx),
             uploaded: RefCell::new(None),
         })),
@@ -511,8 +514,10 @@ impl Learner {
             };
             let steps = config.steps;
             let backend = match gpu.as_ref() {
-                Some(g) => WebBackend::Gpu(GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?),
-                None => WebBackend::Cpu(CpuBackend::new(s.model.net.clone())),
+                Some(g) => WebBackend::Gpu(Box::new(
+                    GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?,
+                )),
+                None => WebBackend::Cpu(Box::new(CpuBackend::new(s.model.net.clone()))),
             };
             let backend_name = backend.name();
             let trainer = Trainer::new(backend, config, train.prepared()).map_err(js_err)?;
