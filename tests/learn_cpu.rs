@@ -1,9 +1,10 @@
 //! Forward-only learning on the CPU backend: seeded fine-tuning of the default model on
 //! Animal-Shape lifts validation accuracy from chance (10%).
 //!
-//! Reference: backprop on the head alone reaches 48.8% after 300 steps of 128 images and 67.7%
-//! after 2000 (assets/animal-shape/probe.json). This run sees 200 steps of 32 images with 8 LR
-//! queries each and must reach 40% (measured: 48.7%).
+//! Reference: backprop on the head alone reaches 67.7% after 2000 steps of 128 images
+//! (assets/animal-shape/probe.json). This run tunes the head with LR and the flops allocator for
+//! 2500 steps of 128 images with 4 queries each (frozen features cached per image) and must
+//! reach 65% on the 1,000 test images (measured: 69.5%, about 40 s in the test profile).
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -38,8 +39,8 @@ fn animal_model(seed: u64) -> (Model, Dataset, Dataset) {
 #[test]
 fn head_lr_flops_learns_animal_shape_on_cpu() {
     let (model, train, test) = animal_model(1);
-    let train = train.take_per_class(100);
-    let val = test.take_per_class(30);
+    let train = train.take_per_class(200);
+    let val = test.take_per_class(100);
     let pre = model.preprocessor.clone();
     let config = TrainConfig {
         estimator: EstimatorKind::Lr {
@@ -47,13 +48,13 @@ fn head_lr_flops_learns_animal_shape_on_cpu() {
             antithetic: true,
         },
         allocator: AllocatorKind::Flops,
-        queries_per_point: 8,
-        batch: 32,
-        steps: 200,
+        queries_per_point: 4,
+        batch: 128,
+        steps: 2500,
         tuning: Tuning::Head,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
-            lr: 0.05,
+            lr: 0.1,
             schedule: Schedule::Cosine,
             clip_norm: Some(5.0),
         },

@@ -58,6 +58,7 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
     let ids = TensorIds::of(&model.net);
     let layers = model.config().num_hidden_layers;
     let mut backend = CpuBackend::new(model.net);
+    backend.freeze_below(Tuning::Head.first_tuned_block(layers));
     let clean = block_on(backend.clean(&Batch {
         pixels: &pixels,
         labels: &labels,

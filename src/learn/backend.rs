@@ -69,6 +69,10 @@ pub trait Backend {
     fn host_network(&self) -> &ViTForImageClassification;
     /// The network as it is now (for evaluation on the CPU and export): the GPU backend reads
     /// the tensors it stepped back into the host copy first.
+    /// Declares that blocks below `block` stay frozen from now on (the trainer calls this
+    /// once), so a backend may cache each image's activations entering `block` across steps.
+    fn freeze_below(&mut self, _block: usize) {}
+
     async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError>;
 
     /// One optimiser step on the tuned tensors from the estimate of `coefficients` (as

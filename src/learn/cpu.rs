@@ -3,6 +3,7 @@
 //! WebGPU exists. Blocks below the first tuned block run once per image (frozen prefix).
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use super::backend::{Backend, Batch, CleanOut, StepPlan};
 use super::error::LearnError;
@@ -16,9 +17,16 @@ pub struct CpuBackend {
     pub net: ViTForImageClassification,
     /// Per query (LR): the input `[T, in]` of every perturbed site, kept for the gradient.
     inputs: Vec<HashMap<LinearSite, Vec<f32>>>,
-    /// The frozen prefix of the last batch: (pixels, first tuned block, per-image stream).
-    prefix_cache: Option<(Vec<f32>, usize, Vec<Vec<f32>>)>,
+    /// Blocks below `frozen` are not tuned in this run, so each image's residual stream
+    /// entering block `frozen` is computed once and kept across steps (0: nothing cached).
+    frozen: usize,
+    /// Image pixel hash -> (pixels, stream entering block `frozen`).
+    features: HashMap<u64, (Vec<f32>, Vec<f32>)>,
+    cached_bytes: usize,
 }
+
+/// The feature cache stops growing here; images beyond it are recomputed every time.
+const FEATURE_CACHE_BYTES: usize = 256 << 20;
 
 /// Adds LR noise and records the perturbed sites' inputs.
 struct RecordingNoise<'a> {
@@ -40,7 +48,9 @@ impl CpuBackend {
         Self {
             net,
             inputs: Vec::new(),
-            prefix_cache: None,
+            frozen: 0,
+            features: HashMap::new(),
+            cached_bytes: 0,
         }
     }
 
@@ -78,21 +88,36 @@ impl CpuBackend {
         Ok(())
     }
 
-    /// Per-image residual streams entering block `first`; reused while the batch and the
-    /// frozen weights stay the same (the prefix is never tuned).
-    fn prefixes(&mut self, batch: &Batch, first: usize) -> Vec<Vec<f32>> {
-        if let Some((px, f, streams)) = &self.prefix_cache {
-            if *f == first && px.as_slice() == batch.pixels {
-                return streams.clone();
+    /// The residual stream entering block `first`, from the feature cache when `first` is the
+    /// frozen boundary (the stream is then a pure function of the pixels).
+    fn prefix_cached(&mut self, pixels: &[f32], first: usize) -> Vec<f32> {
+        if first == 0 || first != self.frozen {
+            return self.prefix(pixels, first);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        pixels.iter().for_each(|p| p.to_bits().hash(&mut h));
+        let key = h.finish();
+        if let Some((px, stream)) = self.features.get(&key) {
+            if px.as_slice() == pixels {
+                return stream.clone();
             }
         }
-        let streams: Vec<Vec<f32>> = batch
+        let stream = self.prefix(pixels, first);
+        let bytes = 4 * (pixels.len() + stream.len());
+        if self.cached_bytes + bytes <= FEATURE_CACHE_BYTES {
+            self.cached_bytes += bytes;
+            self.features.insert(key, (pixels.to_vec(), stream.clone()));
+        }
+        stream
+    }
+
+    fn prefixes(&mut self, batch: &Batch, first: usize) -> Vec<Vec<f32>> {
+        let n = self.image_len();
+        batch
             .pixels
-            .chunks_exact(self.image_len())
-            .map(|img| self.prefix(img, first))
-            .collect();
-        self.prefix_cache = Some((batch.pixels.to_vec(), first, streams.clone()));
-        streams
+            .chunks_exact(n)
+            .map(|img| self.prefix_cached(img, first))
+            .collect()
     }
 }
 
@@ -101,12 +126,21 @@ impl Backend for CpuBackend {
         self.check(batch)?;
         let mut losses = Vec::with_capacity(batch.len());
         let mut logits = Vec::new();
-        for (img, &y) in batch.pixels.chunks_exact(self.image_len()).zip(batch.labels) {
-            let z = self.net.forward(img, &mut NoHook);
+        let first = self.frozen;
+        for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
+            let z = Self::suffix(&self.net, hidden, first, &mut NoHook);
             losses.push(cross_entropy(&z, y));
             logits.extend(z);
         }
         Ok(CleanOut { losses, logits })
+    }
+
+    fn freeze_below(&mut self, block: usize) {
+        if block != self.frozen {
+            self.frozen = block;
+            self.features.clear();
+            self.cached_bytes = 0;
+        }
     }
 
     async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {

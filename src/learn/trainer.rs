@@ -132,8 +132,11 @@ pub struct Trainer<B: Backend> {
 }
 
 impl<B: Backend> Trainer<B> {
-    pub fn new(backend: B, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
+    pub fn new(mut backend: B, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
         config.estimator.validate()?;
+        let layers = backend.host_network().vit.layers.len();
+        config.tuning.check(layers)?;
+        backend.freeze_below(config.tuning.first_tuned_block(layers));
         let net = backend.host_network();
         let layers = net.vit.layers.len();
         config.tuning.check(layers)?;
