@@ -13,6 +13,7 @@
 mod backend;
 mod examples;
 mod params;
+mod reports;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -26,6 +27,7 @@ use wasm_bindgen_futures::future_to_promise;
 pub use backend::WebBackend;
 pub use examples::Examples;
 pub use params::TrainParams;
+use reports::{DataSummary, DeviceInfo, Evaluation, Limits, ModelInfo, Prediction, TopK, TrainingStarted};
 
 use crate::gpu::{GpuBackend, GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
 use crate::learn::backend::Backend;
@@ -72,94 +74,6 @@ impl OwnedFiles {
 struct Gpu {
     ctx: Arc<GpuContext>,
     uploaded: RefCell<Option<(u64, Rc<GpuModel>)>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DeviceInfo {
-    webgpu: bool,
-    /// Why there is no WebGPU (missing API, no adapter, or `device: "cpu"`).
-    reason: Option<String>,
-    adapter: Option<crate::gpu::AdapterSummary>,
-    limits: Option<Limits>,
-    /// Where training runs: `webgpu` where an adapter exists, else `cpu`.
-    training_backend: &'static str,
-    /// Where validation runs during and after training.
-    evaluation_backend: &'static str,
-    /// Where predictions run.
-    predict_backend: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Limits {
-    max_compute_invocations_per_workgroup: u32,
-    max_compute_workgroup_size_x: u32,
-    max_compute_workgroup_storage_size: u32,
-    max_storage_buffer_binding_size: u64,
-    max_buffer_size: u64,
-    max_storage_buffers_per_shader_stage: u32,
-    max_compute_workgroups_per_dimension: u32,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ModelInfo {
-    labels: Vec<String>,
-    image_size: [usize; 2],
-    channels: usize,
-    hidden_size: usize,
-    layers: usize,
-    heads: usize,
-    parameters: usize,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DataSummary {
-    classes: Vec<String>,
-    counts: Vec<usize>,
-    validation_counts: Vec<usize>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TrainingStarted {
-    steps: usize,
-    train_size: usize,
-    validation_size: usize,
-    backend: &'static str,
-    tuned_parameters: usize,
-    classes: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Evaluation {
-    loss: f32,
-    accuracy: f32,
-    confusion: Vec<Vec<usize>>,
-    per_class_accuracy: Vec<Option<f32>>,
-    size: usize,
-    step: usize,
-    queries: u64,
-    /// Where this evaluation ran: `cpu` or `webgpu`.
-    backend: &'static str,
-}
-
-#[derive(Serialize)]
-struct TopK {
-    label: String,
-    prob: f32,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Prediction {
-    labels: Vec<String>,
-    probabilities: Vec<f32>,
-    top: Vec<TopK>,
-    device: &'static str,
 }
 
 struct State {

@@ -1,0 +1,92 @@
+//! What the browser API reports to JS: plain serialisable records (camelCase field names, as
+//! `web/flops-web.d.ts` declares them).
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeviceInfo {
+    pub(super) webgpu: bool,
+    /// Why there is no WebGPU (missing API, no adapter, or `device: "cpu"`).
+    pub(super) reason: Option<String>,
+    pub(super) adapter: Option<crate::gpu::AdapterSummary>,
+    pub(super) limits: Option<Limits>,
+    /// Where training runs: `webgpu` where an adapter exists, else `cpu`.
+    pub(super) training_backend: &'static str,
+    /// Where validation runs during and after training.
+    pub(super) evaluation_backend: &'static str,
+    /// Where predictions run.
+    pub(super) predict_backend: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Limits {
+    pub(super) max_compute_invocations_per_workgroup: u32,
+    pub(super) max_compute_workgroup_size_x: u32,
+    pub(super) max_compute_workgroup_storage_size: u32,
+    pub(super) max_storage_buffer_binding_size: u64,
+    pub(super) max_buffer_size: u64,
+    pub(super) max_storage_buffers_per_shader_stage: u32,
+    pub(super) max_compute_workgroups_per_dimension: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ModelInfo {
+    pub(super) labels: Vec<String>,
+    pub(super) image_size: [usize; 2],
+    pub(super) channels: usize,
+    pub(super) hidden_size: usize,
+    pub(super) layers: usize,
+    pub(super) heads: usize,
+    pub(super) parameters: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DataSummary {
+    pub(super) classes: Vec<String>,
+    pub(super) counts: Vec<usize>,
+    pub(super) validation_counts: Vec<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TrainingStarted {
+    pub(super) steps: usize,
+    pub(super) train_size: usize,
+    pub(super) validation_size: usize,
+    pub(super) backend: &'static str,
+    pub(super) tuned_parameters: usize,
+    pub(super) classes: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Evaluation {
+    pub(super) loss: f32,
+    pub(super) accuracy: f32,
+    pub(super) confusion: Vec<Vec<usize>>,
+    pub(super) per_class_accuracy: Vec<Option<f32>>,
+    pub(super) size: usize,
+    pub(super) step: usize,
+    pub(super) queries: u64,
+    /// Where this evaluation ran: `cpu` or `webgpu`.
+    pub(super) backend: &'static str,
+}
+
+#[derive(Serialize)]
+pub(super) struct TopK {
+    pub(super) label: String,
+    pub(super) prob: f32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Prediction {
+    pub(super) labels: Vec<String>,
+    pub(super) probabilities: Vec<f32>,
+    pub(super) top: Vec<TopK>,
+    pub(super) device: &'static str,
+}
