@@ -13,9 +13,8 @@ use common::{assert_close, fixture, load_dir};
 use flops_web::gpu::{
     ForwardOptions, GpuContext, GpuError, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowOutputs, RowPlan,
 };
-use flops_web::model::nn::cross_entropy;
-use flops_web::model::perturb::{perturbed_copy, LrNoiseHook, TensorIds};
-use flops_web::model::{ForwardHook, LinearSite, Model, NoHook, ViTForImageClassification};
+use flops_web::model::perturb::{LrNoiseHook, TensorIds};
+use flops_web::model::{ForwardHook, LinearSite, Model, ViTForImageClassification};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const TOL: f32 = 1e-4;
@@ -40,44 +39,9 @@ fn run(model: &GpuModel, pixels: &[f32], plan: &RowPlan) -> RowOutputs {
     GpuForward::run_blocking(ctx(), model, pixels, plan).expect("GPU forward")
 }
 
-/// CPU logits and losses of each row, with the row's perturbation applied the CPU way.
+/// CPU logits and losses of each row (the library's oracle of the GPU forward).
 fn cpu_rows(net: &ViTForImageClassification, pixels: &[f32], plan: &RowPlan) -> (Vec<f32>, Vec<f32>) {
-    let per = net.config.image_numel();
-    let (mut logits, mut losses) = (Vec::new(), Vec::new());
-    for row in &plan.rows {
-        let img = &pixels[row.image * per..(row.image + 1) * per];
-        let z = match &row.perturbation {
-            Perturbation::Clean => net.forward(img, &mut NoHook),
-            Perturbation::Lr {
-                seed,
-                step,
-                sigma,
-                sites,
-                row,
-            } => {
-                let mut hook = LrNoiseHook {
-                    seed: *seed,
-                    step: *step,
-                    row: *row,
-                    sigma: *sigma,
-                    sites: sites.clone(),
-                };
-                net.forward(img, &mut hook)
-            }
-            Perturbation::Weight {
-                seed,
-                step,
-                direction,
-                scale,
-                tensors,
-            } => perturbed_copy(net, *seed, *step, *direction, *scale, tensors)
-                .expect("perturb")
-                .forward(img, &mut NoHook),
-        };
-        losses.push(cross_entropy(&z, row.label));
-        logits.extend(z);
-    }
-    (logits, losses)
+    plan.cpu_reference(net, pixels).expect("CPU reference of the plan")
 }
 
 fn clean_plan(n_images: usize, classes: usize) -> RowPlan {

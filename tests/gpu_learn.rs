@@ -7,6 +7,8 @@
 //! max |g| are left out: there `g / (|g| + eps)` flips with the last bits of `g`).
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -20,7 +22,7 @@ use flops_web::learn::trainer::{evaluate, Prepared, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
 use flops_web::model::perturb::TensorIds;
-use flops_web::model::{embedded, LoadOptions, Model, ModelFiles, ViTForImageClassification};
+use flops_web::model::{Model, ViTForImageClassification};
 use pollster::block_on;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -235,20 +237,7 @@ fn adam_step_with_clipping_matches_cpu() {
 }
 
 fn animal_model() -> (ViTForImageClassification, Dataset) {
-    let (train, _) = Dataset::animal_shape().unwrap();
-    let files = ModelFiles {
-        config: Some(embedded::CONFIG),
-        weights: Some(embedded::WEIGHTS),
-        preprocessor: Some(embedded::PREPROCESSOR),
-    };
-    let model = Model::load(
-        files,
-        &LoadOptions {
-            labels: Some(train.classes.clone()),
-            head_seed: 1,
-        },
-    )
-    .unwrap();
+    let (model, train, _) = common::animal_model(1);
     (model.net, train.take_per_class(8))
 }
 

@@ -9,37 +9,20 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use flops_web::learn::cpu::CpuBackend;
-use flops_web::learn::data::Dataset;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use flops_web::learn::trainer::{Prepared, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
-use flops_web::model::{embedded, LoadOptions, Model, ModelFiles};
-use pollster::block_on;
 
-fn animal_model(seed: u64) -> (Model, Dataset, Dataset) {
-    let (train, test) = Dataset::animal_shape().unwrap();
-    let files = ModelFiles {
-        config: Some(embedded::CONFIG),
-        weights: Some(embedded::WEIGHTS),
-        preprocessor: Some(embedded::PREPROCESSOR),
-    };
-    let model = Model::load(
-        files,
-        &LoadOptions {
-            labels: Some(train.classes.clone()),
-            head_seed: seed,
-        },
-    )
-    .unwrap();
-    (model, train, test)
-}
+use pollster::block_on;
 
 #[test]
 fn head_lr_flops_learns_animal_shape_on_cpu() {
-    let (model, train, test) = animal_model(1);
+    let (model, train, test) = common::animal_model(1);
     let train = train.take_per_class(200);
     let val = test.take_per_class(100);
     let pre = model.preprocessor.clone();

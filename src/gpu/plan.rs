@@ -10,8 +10,9 @@ use std::ops::Range;
 
 use super::error::{GpuError, Result};
 use super::ops::NONE;
-use crate::model::perturb::TensorIds;
-use crate::model::LinearSite;
+use crate::model::nn::cross_entropy;
+use crate::model::perturb::{perturbed_copy, LrNoiseHook, TensorIds};
+use crate::model::{LinearSite, NoHook, ViTForImageClassification};
 use crate::noise::site_id;
 
 /// What one query row perturbs.
@@ -98,6 +99,56 @@ fn site_block(site: LinearSite) -> Option<usize> {
 type GroupKey = (u64, u32, u32, u32, Vec<u32>);
 
 impl RowPlan {
+    /// The CPU reference of this plan over `pixels: [B, C, H, W]`: every row's logits
+    /// (`[R, classes]`) and loss, with its perturbation applied the CPU way
+    /// ([`crate::model::perturb`], the same regenerated noise). The oracle of the GPU forward.
+    pub fn cpu_reference(&self, net: &ViTForImageClassification, pixels: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let per = net.config.image_numel();
+        let (mut logits, mut losses) = (Vec::new(), Vec::with_capacity(self.rows.len()));
+        for row in &self.rows {
+            let img = pixels
+                .get(row.image * per..(row.image + 1) * per)
+                .ok_or_else(|| GpuError::Plan {
+                    reason: format!(
+                        "row image {} is outside the {} images given",
+                        row.image,
+                        pixels.len() / per.max(1)
+                    ),
+                })?;
+            let z = match &row.perturbation {
+                Perturbation::Clean => net.forward(img, &mut NoHook),
+                Perturbation::Lr {
+                    seed,
+                    step,
+                    sigma,
+                    sites,
+                    row,
+                } => {
+                    let mut hook = LrNoiseHook {
+                        seed: *seed,
+                        step: *step,
+                        row: *row,
+                        sigma: *sigma,
+                        sites: sites.clone(),
+                    };
+                    net.forward(img, &mut hook)
+                }
+                Perturbation::Weight {
+                    seed,
+                    step,
+                    direction,
+                    scale,
+                    tensors,
+                } => perturbed_copy(net, *seed, *step, *direction, *scale, tensors)
+                    .map_err(|e| GpuError::Plan { reason: e.to_string() })?
+                    .forward(img, &mut NoHook),
+            };
+            losses.push(cross_entropy(&z, row.label));
+            logits.extend(z);
+        }
+        Ok((logits, losses))
+    }
+
     /// Checks the plan against the model: indices in range, perturbations only at or above
     /// `first_tuned` (and never in the embeddings), finite scales.
     pub fn validate(&self, ids: &TensorIds, images: usize, classes: usize) -> Result<()> {

@@ -26,6 +26,17 @@ pub struct ModelFiles<'a> {
     pub preprocessor: Option<&'a [u8]>,
 }
 
+impl ModelFiles<'static> {
+    /// The embedded default model's files (see [`embedded`]).
+    pub fn embedded() -> Self {
+        ModelFiles {
+            config: Some(embedded::CONFIG),
+            weights: Some(embedded::WEIGHTS),
+            preprocessor: Some(embedded::PREPROCESSOR),
+        }
+    }
+}
+
 /// How to load.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -101,14 +112,7 @@ impl Model {
 
     /// The embedded default model (MNIST digits).
     pub fn embedded_default() -> Result<Self> {
-        Self::load(
-            ModelFiles {
-                config: Some(embedded::CONFIG),
-                weights: Some(embedded::WEIGHTS),
-                preprocessor: Some(embedded::PREPROCESSOR),
-            },
-            &LoadOptions::default(),
-        )
+        Self::load(ModelFiles::embedded(), &LoadOptions::default())
     }
 
     pub fn config(&self) -> &ViTConfig {

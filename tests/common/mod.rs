@@ -135,3 +135,15 @@ pub fn load_dir(dir: &Path) -> Model {
     )
     .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
+
+/// The embedded MNIST model with a new head (seeded) for the embedded Animal-Shape classes, and
+/// that data's (train, test) split.
+pub fn animal_model(head_seed: u64) -> (Model, flops_web::learn::data::Dataset, flops_web::learn::data::Dataset) {
+    let (train, test) = flops_web::learn::data::Dataset::animal_shape().expect("embedded Animal-Shape");
+    let opts = LoadOptions {
+        labels: Some(train.classes.clone()),
+        head_seed,
+    };
+    let model = Model::load(ModelFiles::embedded(), &opts).expect("embedded model");
+    (model, train, test)
+}

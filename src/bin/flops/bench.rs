@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 use flops_web::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
-use flops_web::model::perturb::{perturbed_copy, LrNoiseHook, TensorIds};
-use flops_web::model::{LinearSite, LoadOptions, Model, ModelFiles, NoHook, ViTConfig, ViTForImageClassification};
+use flops_web::model::perturb::TensorIds;
+use flops_web::model::{LinearSite, LoadOptions, Model, ModelFiles, ViTConfig, ViTForImageClassification};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::Serialize;
@@ -170,18 +170,20 @@ fn bench_model(
             gflop_per_s: r as f64 * flop / (rec + w) / 1e9,
         });
     }
-    let cpu = (args.cpu_rows > 0).then(|| {
+    let cpu = if args.cpu_rows == 0 {
+        None
+    } else {
         let (pixels, plan) = workload(net, args.cpu_rows, args);
         let t0 = Instant::now();
-        cpu_forward(net, &pixels, &plan);
+        std::hint::black_box(plan.cpu_reference(net, &pixels)?);
         let s = t0.elapsed().as_secs_f64();
-        CpuRun {
+        Some(CpuRun {
             rows: args.cpu_rows,
             ms: s * 1e3,
             rows_per_s: args.cpu_rows as f64 / s,
             gflop_per_s: args.cpu_rows as f64 * flop / s / 1e9,
-        }
-    });
+        })
+    };
     Ok(ModelReport {
         model: which,
         params: net.num_params(),
@@ -262,43 +264,6 @@ fn workload(net: &ViTForImageClassification, rows: usize, args: &ForwardArgs) ->
             first_tuned: 0,
         },
     )
-}
-
-fn cpu_forward(net: &ViTForImageClassification, pixels: &[f32], plan: &RowPlan) {
-    let per = net.config.image_numel();
-    for row in &plan.rows {
-        let img = &pixels[row.image * per..(row.image + 1) * per];
-        let logits = match &row.perturbation {
-            Perturbation::Clean => net.forward(img, &mut NoHook),
-            Perturbation::Lr {
-                seed,
-                step,
-                sigma,
-                sites,
-                row,
-            } => net.forward(
-                img,
-                &mut LrNoiseHook {
-                    seed: *seed,
-                    step: *step,
-                    row: *row,
-                    sigma: *sigma,
-                    sites: sites.clone(),
-                },
-            ),
-            Perturbation::Weight {
-                seed,
-                step,
-                direction,
-                scale,
-                tensors,
-            } => match perturbed_copy(net, *seed, *step, *direction, *scale, tensors) {
-                Ok(p) => p.forward(img, &mut NoHook),
-                Err(_) => continue,
-            },
-        };
-        std::hint::black_box(logits);
-    }
 }
 
 /// A ViT-Tiny-shaped classifier with random weights (N(0, 0.02^2), LayerNorm 1/0, zero biases),

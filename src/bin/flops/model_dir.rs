@@ -45,7 +45,6 @@ pub fn load_model(dir: Option<&Path>) -> Result<Model, CliError> {
 
 /// [`load_model`] with options (e.g. a new head for other labels).
 pub fn load_model_with(dir: Option<&Path>, opts: &LoadOptions) -> Result<Model, CliError> {
-    use flops_web::model::embedded;
     let (owned, name): ([Option<Vec<u8>>; 3], PathBuf) = match dir {
         None => ([None, None, None], "<embedded default>".into()),
         Some(dir) if !dir.is_dir() => {
@@ -64,11 +63,7 @@ pub fn load_model_with(dir: Option<&Path>, opts: &LoadOptions) -> Result<Model, 
         ),
     };
     let files = match dir {
-        None => ModelFiles {
-            config: Some(embedded::CONFIG),
-            weights: Some(embedded::WEIGHTS),
-            preprocessor: Some(embedded::PREPROCESSOR),
-        },
+        None => ModelFiles::embedded(),
         Some(_) => ModelFiles {
             config: owned[0].as_deref(),
             weights: owned[1].as_deref(),
