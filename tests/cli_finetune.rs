@@ -142,7 +142,7 @@ fn bad_datasets_fail_cleanly() {
 }
 
 #[test]
-fn eval_reports_accuracy_as_json() {
+fn eval_rejects_a_model_whose_labels_differ_from_the_data() {
     let r = flops(&["eval", "--model", "tests/fixtures/tiny_vit_hf"]);
     // The fixture's labels are not Animal-Shape's classes: a clear error, not a wrong number.
     assert!(!r.status.success());
