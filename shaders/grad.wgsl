@@ -2,7 +2,8 @@
 // tuned tensors (offsets from the params). Needs rng.wgsl in front. Noise is regenerated from
 // the same streams as the forward (src/noise.rs), never stored between passes.
 //   lr_noise: e[r, t, o] = c_r * eps_r(t * N + o)   LR noise of one site for a chunk of rows,
-//             scaled by each row's coefficient; eps_r = Stream::lr(seed, step, site, id_r)
+//             scaled by each row's coefficient; eps_r = Stream::lr(seed, step, site, id_r);
+//             0 for tokens t >= noise_tokens (as the forward's matmul)
 //   outer:    g[out_off + o * K + i] += sum_m e[m, o] * u[m, i]   (m over rows * tokens)
 //   bias:     g[out_off + o] += sum_m e[m, o]
 //   spsa:     g[out_off + j] += sum_k c_k z_k(j),  z_k = Stream::weight(seed, step, tensor, k)
@@ -18,9 +19,9 @@ struct GradParams {
     n: u32,        // output features N (spsa: elements of the tensor)
     k: u32,        // input features K
     out_off: u32,  // first element of the tensor in g
+    noise_tokens: u32,  // lr_noise: tokens of each row that got noise
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: GradParams;
@@ -63,7 +64,7 @@ fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     for (var j = 0u; j < 4u; j++) {
         let el = 4u * b + j;
         if (el < per_row) {
-            e[r * per_row + el] = c * z[j];
+            e[r * per_row + el] = select(0.0, c * z[j], el / p.n < p.noise_tokens);
         }
     }
 }

@@ -1,7 +1,8 @@
 // Tiled linear layer: Y = X W^T + b, PyTorch's [out, in] weight layout, with optional fused
 // epilogues chosen by override constants:
 //   HAS_BIAS     + b (bias perturbed with the weight when WEIGHT_PERT)
-//   LR_NOISE     + sigma_r * eps(row r, token t, unit n) on the linear output (LR rows)
+//   LR_NOISE     + sigma_r * eps(row r, token t, unit n) on the linear output (LR rows), for
+//                tokens t < noise_tokens (the last block's CLS-only sites: 1)
 //   GELU         exact-erf GELU after the noise (fc1)
 //   WEIGHT_PERT  W + s_g * z_k(element) per row group g, regenerated while loading tiles
 // Each workgroup computes a 32x32 output tile, 16x16 threads with 2x2 outputs, K steps of 16.
@@ -28,8 +29,8 @@ struct MatmulParams {
     list_off: u32,    // pert: this chunk's group list (WEIGHT_PERT)
     sigma_off: u32,   // pert: this site's sigma table (LR_NOISE)
     site: u32,        // noise site id (LR_NOISE)
+    noise_tokens: u32,  // LR_NOISE: tokens of each row that get noise
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
@@ -130,8 +131,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (LR_NOISE) {
             let r = p.row_base + m / p.tokens;
             let sigma = pert_f32(p.sigma_off + r);
-            if (sigma != 0.0) {
-                let t = m % p.tokens;
+            let t = m % p.tokens;
+            if (sigma != 0.0 && t < p.noise_tokens) {
                 v = v + sigma * rng_normal(pert_lr_stream(p.rows_off, r, p.site), t * p.n + nn);
             }
         }

@@ -433,7 +433,9 @@ impl Stage<'_> {
             y,
             tensor_ids: (ids.weight, ids.bias.unwrap_or(NONE)),
             gelu,
-            lr: self.tables.and_then(|t| t.lr(site)),
+            lr: self
+                .tables
+                .and_then(|t| t.lr(site, self.model.ids.layers.len(), self.model.config.seq_len())),
             weight_pert,
             row_base: self.row_base,
             pert: self.pert,

@@ -11,7 +11,7 @@ use std::ops::Range;
 use super::error::{GpuError, Result};
 use super::ops::NONE;
 use crate::model::nn::cross_entropy;
-use crate::model::perturb::{perturbed_copy, LrNoiseHook, TensorIds};
+use crate::model::perturb::{lr_noise_tokens, perturbed_copy, LrNoiseHook, TensorIds};
 use crate::model::{LinearSite, NoHook, ViTForImageClassification};
 use crate::noise::site_id;
 
@@ -350,11 +350,13 @@ impl RowPlan {
 }
 
 impl PlanTables {
-    /// The LR epilogue of `site`, when some row perturbs it.
-    pub fn lr(&self, site: LinearSite) -> Option<super::ops::LrEpilogue> {
+    /// The LR epilogue of `site` in a model of `layers` blocks and `tokens` tokens, when some
+    /// row perturbs it.
+    pub fn lr(&self, site: LinearSite, layers: usize, tokens: usize) -> Option<super::ops::LrEpilogue> {
         self.sigma_off.get(&site).map(|&off| super::ops::LrEpilogue {
             sigma_off: off,
             site: site_id(site),
+            noise_tokens: lr_noise_tokens(site, layers, tokens) as u32,
         })
     }
 }

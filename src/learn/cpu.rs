@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use super::backend::{Backend, Batch, CleanOut, StepPlan};
 use super::error::LearnError;
@@ -15,8 +16,9 @@ use crate::noise::Stream;
 
 pub struct CpuBackend {
     pub net: ViTForImageClassification,
-    /// Per query (LR): the input `[T, in]` of every perturbed site, kept for the gradient.
-    inputs: Vec<HashMap<LinearSite, Vec<f32>>>,
+    /// Per query (LR): the input `[T, in]` and the noise `eps` `[T, out]` of every perturbed
+    /// site, kept for the gradient.
+    recorded: Vec<HashMap<LinearSite, Recorded>>,
     /// Blocks below `frozen` are not tuned in this run, so each image's residual stream
     /// entering block `frozen` is computed once and kept across steps (0: nothing cached).
     frozen: usize,
@@ -28,18 +30,40 @@ pub struct CpuBackend {
 /// The feature cache stops growing here; images beyond it are recomputed every time.
 const FEATURE_CACHE_BYTES: usize = 256 << 20;
 
-/// Adds LR noise and records the perturbed sites' inputs.
+/// What the gradient needs of one perturbed site in one query.
+struct Recorded {
+    input: Vec<f32>,
+    /// The unsigned noise (shared by the two rows of an antithetic pair).
+    eps: Rc<Vec<f32>>,
+}
+
+/// Adds LR noise and records the perturbed sites' inputs and noise. `reuse`: the record of
+/// the previous row when it had the same noise id (its antithetic partner): its noise is reused
+/// instead of regenerated.
 struct RecordingNoise<'a> {
     noise: LrNoiseHook,
-    inputs: &'a mut HashMap<LinearSite, Vec<f32>>,
+    reuse: Option<&'a HashMap<LinearSite, Recorded>>,
+    recorded: HashMap<LinearSite, Recorded>,
 }
 
 impl ForwardHook for RecordingNoise<'_> {
     fn linear(&mut self, site: LinearSite, input: &[f32], output: &mut [f32]) {
-        if self.noise.sites.contains(&site) {
-            self.inputs.insert(site, input.to_vec());
-        }
-        self.noise.linear(site, input, output);
+        let shared = self.reuse.and_then(|r| r.get(&site)).map(|r| r.eps.clone());
+        let eps = match shared.filter(|e| e.len() == output.len()) {
+            Some(e) => e,
+            None => match self.noise.noise(site, output.len()) {
+                Some(e) => Rc::new(e),
+                None => return,
+            },
+        };
+        self.noise.add(&eps, output);
+        self.recorded.insert(
+            site,
+            Recorded {
+                input: input.to_vec(),
+                eps,
+            },
+        );
     }
 }
 
@@ -47,7 +71,7 @@ impl CpuBackend {
     pub fn new(net: ViTForImageClassification) -> Self {
         Self {
             net,
-            inputs: Vec::new(),
+            recorded: Vec::new(),
             frozen: 0,
             features: HashMap::new(),
             cached_bytes: 0,
@@ -62,17 +86,6 @@ impl CpuBackend {
     pub fn prefix(&self, pixels: &[f32], first: usize) -> Vec<f32> {
         let x = self.net.vit.embeddings.forward(pixels, &mut NoHook);
         self.net.vit.run_blocks(x, 0..first, &mut NoHook)
-    }
-
-    /// Logits from the residual stream entering block `first`.
-    pub fn suffix(
-        net: &ViTForImageClassification,
-        hidden: Vec<f32>,
-        first: usize,
-        hook: &mut dyn ForwardHook,
-    ) -> Vec<f32> {
-        let x = net.vit.run_blocks(hidden, first..net.vit.layers.len(), hook);
-        net.head(&net.vit.layernorm.forward(&x), hook)
     }
 
     fn check(&self, batch: &Batch) -> Result<(), LearnError> {
@@ -121,6 +134,29 @@ impl CpuBackend {
     }
 }
 
+/// `G_W[o, i] += sum_t e[t, o] u[t, i]`, `G_b[o] += sum_t e[t, o]` at the given offsets.
+fn accumulate_outer(
+    grad: &mut [f64],
+    w_off: usize,
+    b_off: Option<usize>,
+    e: &[f64],
+    u: &[f32],
+    dout: usize,
+    din: usize,
+) {
+    for (et, ut) in e.chunks_exact(dout).zip(u.chunks_exact(din)) {
+        for (o, &eo) in et.iter().enumerate() {
+            let row = &mut grad[w_off + o * din..w_off + (o + 1) * din];
+            for (g, &x) in row.iter_mut().zip(ut) {
+                *g += eo * x as f64;
+            }
+            if let Some(b) = b_off {
+                grad[b + o] += eo;
+            }
+        }
+    }
+}
+
 impl Backend for CpuBackend {
     async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
         self.check(batch)?;
@@ -128,7 +164,7 @@ impl Backend for CpuBackend {
         let mut logits = Vec::new();
         let first = self.frozen;
         for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
-            let z = Self::suffix(&self.net, hidden, first, &mut NoHook);
+            let z = self.net.logits_from(hidden, first, &mut NoHook);
             losses.push(cross_entropy(&z, y));
             logits.extend(z);
         }
@@ -147,25 +183,42 @@ impl Backend for CpuBackend {
         self.check(batch)?;
         let prefixes = self.prefixes(batch, plan.first_tuned);
         let mut losses = vec![0.0f32; plan.queries.len()];
-        self.inputs.clear();
+        self.recorded.clear();
         match plan.kind {
             EstimatorKind::Lr { sigma, .. } => {
+                // The first tuned block's clean Q, K, V do not depend on the noise: once per image.
+                let net = &self.net;
+                let first = plan.first_tuned;
+                let projected: Vec<_> = match net.vit.layers.get(first) {
+                    Some(block) => prefixes
+                        .iter()
+                        .map(|x| Some(block.project(x, net.queries_of(first))))
+                        .collect(),
+                    None => vec![None; prefixes.len()],
+                };
                 for (r, q) in plan.queries.iter().enumerate() {
-                    let mut inputs = HashMap::new();
-                    let noise = LrNoiseHook {
-                        seed: plan.seed,
-                        step: plan.step,
-                        row: q.noise,
-                        sigma: q.sign * sigma,
-                        sites: plan.sites.clone(),
-                    };
+                    let partner = r.checked_sub(1).filter(|&p| {
+                        let prev = plan.queries[p];
+                        prev.noise == q.noise && prev.point == q.point
+                    });
                     let mut hook = RecordingNoise {
-                        noise,
-                        inputs: &mut inputs,
+                        reuse: partner.map(|p| &self.recorded[p]),
+                        noise: LrNoiseHook {
+                            seed: plan.seed,
+                            step: plan.step,
+                            row: q.noise,
+                            sigma: q.sign * sigma,
+                            sites: plan.sites.clone(),
+                        },
+                        recorded: HashMap::new(),
                     };
-                    let z = Self::suffix(&self.net, prefixes[q.point].clone(), plan.first_tuned, &mut hook);
+                    let x = &prefixes[q.point];
+                    let z = match &projected[q.point] {
+                        Some(qkv) => net.logits_projected(x, first, qkv.clone(), &mut hook),
+                        None => net.logits_from(x.clone(), first, &mut hook),
+                    };
                     losses[r] = cross_entropy(&z, batch.labels[q.point]);
-                    self.inputs.push(inputs);
+                    self.recorded.push(hook.recorded);
                 }
             }
             EstimatorKind::Spsa { eps } => {
@@ -178,7 +231,7 @@ impl Backend for CpuBackend {
                     let net = perturbed_copy(&self.net, plan.seed, plan.step, k, side as f32 * eps, &plan.tensors)?;
                     for r in rows {
                         let q = plan.queries[r];
-                        let z = Self::suffix(&net, prefixes[q.point].clone(), plan.first_tuned, &mut NoHook);
+                        let z = net.logits_from(prefixes[q.point].clone(), plan.first_tuned, &mut NoHook);
                         losses[r] = cross_entropy(&z, batch.labels[q.point]);
                     }
                 }
@@ -203,32 +256,47 @@ impl Backend for CpuBackend {
         let slot = |t: u32| plan.tensors.iter().position(|&x| x == t).map(|i| offsets[i]);
         match plan.kind {
             EstimatorKind::Lr { .. } => {
+                if self.recorded.len() != plan.queries.len() {
+                    return Err(LearnError::Config {
+                        message: format!(
+                            "gradient of {} queries after a forward of {}",
+                            plan.queries.len(),
+                            self.recorded.len()
+                        ),
+                    });
+                }
                 let ids = crate::model::perturb::TensorIds::of(&self.net);
-                for (r, q) in plan.queries.iter().enumerate() {
-                    let c = coefficients[r] as f64;
-                    for &site in &plan.sites {
-                        let Some(lin) = ids.linear(site) else { continue };
-                        let (Some(u), Some(w_off)) = (self.inputs[r].get(&site), slot(lin.weight)) else {
-                            continue;
+                let points = plan.queries.iter().map(|q| q.point + 1).max().unwrap_or(0);
+                for &site in &plan.sites {
+                    let Some(lin) = ids.linear(site) else { continue };
+                    let Some(w_off) = slot(lin.weight) else { continue };
+                    let w = &params[lin.weight as usize];
+                    let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
+                    let b_off = lin.bias.and_then(slot);
+                    // Rows of one point whose input is the same (the first tuned block's Q, K, V
+                    // read the frozen prefix) share one outer product of their summed noise.
+                    for point in 0..points {
+                        let rows: Vec<usize> = (0..plan.queries.len())
+                            .filter(|&r| plan.queries[r].point == point && self.recorded[r].contains_key(&site))
+                            .collect();
+                        let Some(&r0) = rows.first() else { continue };
+                        let u0 = &self.recorded[r0][&site].input;
+                        let shared = rows.iter().all(|&r| self.recorded[r][&site].input == *u0);
+                        let groups: Vec<Vec<usize>> = if shared {
+                            vec![rows]
+                        } else {
+                            rows.into_iter().map(|r| vec![r]).collect()
                         };
-                        let w = &params[lin.weight as usize];
-                        let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
-                        let t = u.len() / din;
-                        let mut eps = vec![0.0f32; t * dout];
-                        Stream::lr(plan.seed, plan.step, site, q.noise).fill(0, &mut eps);
-                        let b_off = lin.bias.and_then(slot);
-                        for tok in 0..t {
-                            let ut = &u[tok * din..(tok + 1) * din];
-                            for o in 0..dout {
-                                let e = c * eps[tok * dout + o] as f64;
-                                let row = &mut grad[w_off + o * din..w_off + (o + 1) * din];
-                                for (g, &x) in row.iter_mut().zip(ut) {
-                                    *g += e * x as f64;
-                                }
-                                if let Some(b) = b_off {
-                                    grad[b + o] += e;
+                        for group in groups {
+                            let u = &self.recorded[group[0]][&site].input;
+                            let mut e = vec![0.0f64; self.recorded[group[0]][&site].eps.len()];
+                            for &r in &group {
+                                let c = coefficients[r] as f64;
+                                for (e, &x) in e.iter_mut().zip(self.recorded[r][&site].eps.iter()) {
+                                    *e += c * x as f64;
                                 }
                             }
+                            accumulate_outer(&mut grad, w_off, b_off, &e, u, dout, din);
                         }
                     }
                 }

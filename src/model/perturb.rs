@@ -126,8 +126,22 @@ impl TensorIds {
     }
 }
 
+/// How many leading tokens of `site`'s output LR perturbs, in a model of `layers` blocks and
+/// `tokens` tokens: 1 (the CLS token) for the last block's query, attention output, fc1 and fc2,
+/// whose other tokens never reach the classifier (their gradient is exactly 0, so noise there
+/// would only add variance); all `tokens` elsewhere. The CPU forward computes only those rows
+/// ([`ViTForImageClassification::queries_of`]); the GPU computes every row and masks its noise.
+pub fn lr_noise_tokens(site: LinearSite, layers: usize, tokens: usize) -> usize {
+    match site {
+        LinearSite::Query(l) | LinearSite::AttnOut(l) | LinearSite::Fc1(l) | LinearSite::Fc2(l) if l + 1 == layers => 1,
+        LinearSite::Classifier => 1,
+        _ => tokens,
+    }
+}
+
 /// Adds `sigma * eps` to the outputs of `sites` for query row `row`:
-/// `eps = Stream::lr(seed, step, site, row).normal(token * out_dim + unit)`.
+/// `eps = Stream::lr(seed, step, site, row).normal(token * out_dim + unit)`, on every row of the
+/// output it is given (the classification forward gives only the rows of [`lr_noise_tokens`]).
 #[derive(Debug, Clone)]
 pub struct LrNoiseHook {
     pub seed: u64,
@@ -137,16 +151,29 @@ pub struct LrNoiseHook {
     pub sites: Vec<LinearSite>,
 }
 
+impl LrNoiseHook {
+    /// The unscaled noise `eps` of `site` over `len` output values, if `site` is perturbed.
+    pub fn noise(&self, site: LinearSite, len: usize) -> Option<Vec<f32>> {
+        if !self.sites.contains(&site) {
+            return None;
+        }
+        let mut eps = vec![0.0f32; len];
+        Stream::lr(self.seed, self.step, site, self.row).fill(0, &mut eps);
+        Some(eps)
+    }
+
+    /// `output += sigma * eps`.
+    pub fn add(&self, eps: &[f32], output: &mut [f32]) {
+        for (o, e) in output.iter_mut().zip(eps) {
+            *o += self.sigma * e;
+        }
+    }
+}
+
 impl ForwardHook for LrNoiseHook {
     fn linear(&mut self, site: LinearSite, _input: &[f32], output: &mut [f32]) {
-        if !self.sites.contains(&site) {
-            return;
-        }
-        let stream = Stream::lr(self.seed, self.step, site, self.row);
-        let mut eps = vec![0.0f32; output.len()];
-        stream.fill(0, &mut eps);
-        for (o, e) in output.iter_mut().zip(&eps) {
-            *o += self.sigma * e;
+        if let Some(eps) = self.noise(site, output.len()) {
+            self.add(&eps, output);
         }
     }
 }

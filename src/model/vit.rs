@@ -32,6 +32,7 @@ pub trait ForwardHook {
     /// Adding noise to `output` is the likelihood-ratio estimator's activation perturbation.
     fn linear(&mut self, _site: LinearSite, _input: &[f32], _output: &mut [f32]) {}
     /// The residual stream: index 0 after the embeddings, `i + 1` after block `i` (`[T, D]`).
+    /// The classification forward does not report the last block (it runs its CLS token only).
     fn hidden(&mut self, _index: usize, _hidden: &[f32]) {}
 }
 
@@ -175,20 +176,42 @@ impl ViTSelfAttention {
         })
     }
 
-    /// `[T, D]` -> context `[T, D]`, heads side by side (`column = head * head_dim + j`).
-    pub fn forward(&self, x: &[f32], layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
-        let q = linear(&self.query, LinearSite::Query(layer), x, hook);
-        let k = linear(&self.key, LinearSite::Key(layer), x, hook);
-        let v = linear(&self.value, LinearSite::Value(layer), x, hook);
+    /// The clean projections of `x: [T, D]`: keys and values of every token, queries of the
+    /// first `queries` tokens only.
+    pub fn project(&self, x: &[f32], queries: usize) -> Qkv {
+        let d_in = self.query.in_dim();
+        Qkv {
+            input: x.to_vec(),
+            queries,
+            q: self.query.forward(&x[..queries * d_in]),
+            k: self.key.forward(x),
+            v: self.value.forward(x),
+        }
+    }
+
+    /// Context `[queries, D]` (heads side by side, `column = head * head_dim + j`) from clean
+    /// projections; the hook sees Q, K and V in that order, as after each linear layer.
+    pub fn attend(&self, qkv: Qkv, layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let Qkv {
+            input,
+            queries,
+            mut q,
+            mut k,
+            mut v,
+        } = qkv;
+        let d_in = self.query.in_dim();
+        hook.linear(LinearSite::Query(layer), &input[..queries * d_in], &mut q);
+        hook.linear(LinearSite::Key(layer), &input, &mut k);
+        hook.linear(LinearSite::Value(layer), &input, &mut v);
         let d = self.query.out_dim();
-        let t = x.len() / self.query.in_dim();
+        let t = input.len() / d_in;
         let hd = d / self.heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut ctx = vec![0.0f32; t * d];
+        let mut ctx = vec![0.0f32; queries * d];
         let mut scores = vec![0.0f32; t];
         for h in 0..self.heads {
             let off = h * hd;
-            for i in 0..t {
+            for i in 0..queries {
                 let qi = &q[i * d + off..i * d + off + hd];
                 for (j, s) in scores.iter_mut().enumerate() {
                     let kj = &k[j * d + off..j * d + off + hd];
@@ -205,6 +228,24 @@ impl ViTSelfAttention {
         }
         ctx
     }
+
+    /// `[T, D]` -> context `[T, D]`.
+    pub fn forward(&self, x: &[f32], layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let t = x.len() / self.query.in_dim();
+        self.attend(self.project(x, t), layer, hook)
+    }
+}
+
+/// A block's clean Q, K, V projections of its `layernorm_before` output `input: [T, D]`: `k`, `v`
+/// `[T, D]`, `q` `[queries, D]` for the first `queries` tokens. They do not depend on LR noise
+/// (noise is added after them), so they are computed once per image for all of its queries.
+#[derive(Debug, Clone)]
+pub struct Qkv {
+    pub input: Vec<f32>,
+    pub queries: usize,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
 }
 
 /// `attention`: self-attention followed by its output projection (`attention.output.dense`).
@@ -225,7 +266,13 @@ impl ViTAttention {
     }
 
     pub fn forward(&self, x: &[f32], layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
-        let ctx = self.attention.forward(x, layer, hook);
+        let t = x.len() / self.attention.query.in_dim();
+        self.forward_projected(self.attention.project(x, t), layer, hook)
+    }
+
+    /// `[queries, D]` from clean projections (see [`ViTSelfAttention::attend`]).
+    pub fn forward_projected(&self, qkv: Qkv, layer: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let ctx = self.attention.attend(qkv, layer, hook);
         linear(&self.output, LinearSite::AttnOut(layer), &ctx, hook)
     }
 }
@@ -272,9 +319,31 @@ impl ViTLayer {
 
     /// `[T, D]` -> `[T, D]`.
     pub fn forward(&self, x: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let t = x.len() / self.layernorm_before.weight.numel();
+        self.forward_rows(x, t, hook)
+    }
+
+    /// `[T, D]` -> `[queries, D]`: the output of the first `queries` tokens (attending to all).
+    pub fn forward_rows(&self, x: &[f32], queries: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let qkv = self.project(x, queries);
+        self.forward_projected(x, qkv, hook)
+    }
+
+    /// The clean Q, K, V projections of `layernorm_before(x)`, queries for the first `queries` tokens.
+    pub fn project(&self, x: &[f32], queries: usize) -> Qkv {
+        self.attention
+            .attention
+            .project(&self.layernorm_before.forward(x), queries)
+    }
+
+    /// The rest of the block from `x: [T, D]` and its clean projections [`Self::project`]:
+    /// `[qkv.queries, D]`.
+    pub fn forward_projected(&self, x: &[f32], qkv: Qkv, hook: &mut dyn ForwardHook) -> Vec<f32> {
         let l = self.index;
-        let a = self.attention.forward(&self.layernorm_before.forward(x), l, hook);
-        let h: Vec<f32> = x.iter().zip(&a).map(|(x, a)| x + a).collect();
+        let d = self.layernorm_before.weight.numel();
+        let rows = qkv.queries * d;
+        let a = self.attention.forward_projected(qkv, l, hook);
+        let h: Vec<f32> = x[..rows].iter().zip(&a).map(|(x, a)| x + a).collect();
         let mut m = linear(
             &self.intermediate.dense,
             LinearSite::Fc1(l),
@@ -382,11 +451,49 @@ impl ViTForImageClassification {
 
     /// Logits of one preprocessed image `[C, H, W]`.
     pub fn forward(&self, pixels: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
-        let last = self.vit.forward(pixels, hook);
-        self.head(&last, hook)
+        let x = self.vit.embeddings.forward(pixels, hook);
+        hook.hidden(0, &x);
+        self.logits_from(x, 0, hook)
     }
 
-    /// The classifier on the CLS token of the final LayerNorm output `[T, D]`.
+    /// How many leading tokens of block `block` the logits depend on: all `T`, except in the
+    /// last block, whose only output the classifier reads is the CLS token's. There the query,
+    /// attention output, LayerNorm and MLP run for the CLS token alone (keys and values for all),
+    /// which is exact, saves work and, for LR, puts no noise where it cannot reach the loss
+    /// (the GPU masks its noise the same way: [`crate::model::perturb::lr_noise_tokens`]).
+    pub fn queries_of(&self, block: usize) -> usize {
+        if block + 1 == self.vit.layers.len() {
+            1
+        } else {
+            self.config.seq_len()
+        }
+    }
+
+    /// Logits from the residual stream `x: [T, D]` entering block `first` (`first = L`: the
+    /// final LayerNorm and the classifier only).
+    pub fn logits_from(&self, x: Vec<f32>, first: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        match self.vit.layers.get(first) {
+            Some(block) => {
+                let qkv = block.project(&x, self.queries_of(first));
+                self.logits_projected(&x, first, qkv, hook)
+            }
+            None => self.head(&self.vit.layernorm.forward(&x[..self.config.hidden_size]), hook),
+        }
+    }
+
+    /// Logits from the residual stream `x` entering block `first` and that block's clean
+    /// projections `qkv` ([`ViTLayer::project`] with [`Self::queries_of`]), which callers reuse
+    /// across the queries of one image.
+    pub fn logits_projected(&self, x: &[f32], first: usize, qkv: Qkv, hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let mut h = self.vit.layers[first].forward_projected(x, qkv, hook);
+        for layer in &self.vit.layers[first + 1..] {
+            hook.hidden(layer.index, &h);
+            h = layer.forward_rows(&h, self.queries_of(layer.index), hook);
+        }
+        self.head(&self.vit.layernorm.forward(&h[..self.config.hidden_size]), hook)
+    }
+
+    /// The classifier on the CLS token of the final LayerNorm output `[T, D]` (or `[1, D]`).
     pub fn head(&self, last_hidden: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
         linear(
             &self.classifier,

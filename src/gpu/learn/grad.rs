@@ -12,6 +12,7 @@ use crate::gpu::model::GpuModel;
 use crate::gpu::ops::{self, Op};
 use crate::gpu::tensor::{upload_bytes, upload_u32, GpuTensor};
 use crate::learn::backend::StepPlan;
+use crate::model::perturb::lr_noise_tokens;
 use crate::noise::site_id;
 
 /// Offsets of the tuned tensors in the flat gradient (and optimiser state).
@@ -132,6 +133,7 @@ pub(super) fn record_lr(
             &table,
             rows,
             tokens,
+            lr_noise_tokens(kept.site, model.ids.layers.len(), model.config.seq_len()),
             n,
             &e,
         )?);

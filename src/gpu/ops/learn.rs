@@ -25,7 +25,8 @@ struct GradParams {
     n: u32,
     k: u32,
     out_off: u32,
-    _pad: [u32; 3],
+    noise_tokens: u32,
+    _pad: [u32; 2],
 }
 
 fn grad_op(entry: &'static str, p: &GradParams, bindings: Vec<(u32, wgpu::Buffer)>, workgroups: [u32; 3]) -> Op {
@@ -48,7 +49,7 @@ fn check_slice(op: &'static str, g: &GpuTensor, out_off: usize, len: usize) -> R
 }
 
 /// LR noise of one linear site for a chunk of rows, scaled per row:
-/// `e[r, t, o] = c_r * Stream::lr(seed, step, site, id_r)(t * N + o)`.
+/// `e[r, t, o] = c_r * Stream::lr(seed, step, site, id_r)(t * N + o)` for `t < noise_tokens`, else 0.
 /// `row_table: [rows, 2]` u32 `(c_r as bits, id_r)`; `e: [rows, tokens, N]`.
 #[allow(clippy::too_many_arguments)]
 pub fn lr_noise(
@@ -58,6 +59,7 @@ pub fn lr_noise(
     row_table: &wgpu::Buffer,
     rows: usize,
     tokens: usize,
+    noise_tokens: usize,
     n: usize,
     e: &GpuTensor,
 ) -> Result<Op> {
@@ -77,6 +79,7 @@ pub fn lr_noise(
         rows: to_u32(OP, "rows", rows)?,
         tokens: to_u32(OP, "tokens", tokens)?,
         n: to_u32(OP, "n", n)?,
+        noise_tokens: to_u32(OP, "noise_tokens", noise_tokens)?,
         ..Default::default()
     };
     let threads = rows * (tokens * n).div_ceil(4);

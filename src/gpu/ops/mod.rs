@@ -107,7 +107,8 @@ struct MatmulParams {
     list_off: u32,
     sigma_off: u32,
     site: u32,
-    _pad: [u32; 2],
+    noise_tokens: u32,
+    _pad: u32,
 }
 
 /// LR noise on a linear layer's output: `+ sigma_r * eps`, `sigma_r` from the table at
@@ -116,6 +117,9 @@ struct MatmulParams {
 pub struct LrEpilogue {
     pub sigma_off: u32,
     pub site: u32,
+    /// Noise on the first `noise_tokens` tokens of each row only
+    /// ([`crate::model::perturb::lr_noise_tokens`]).
+    pub noise_tokens: u32,
 }
 
 /// Weight perturbation of a linear layer: rows come in groups (`list_off`: `n_groups`
@@ -181,7 +185,8 @@ pub fn matmul(a: &Matmul) -> Result<Op> {
         list_off: a.weight_pert.map_or(0, |w| w.list_off),
         sigma_off: a.lr.map_or(NONE, |l| l.sigma_off),
         site: a.lr.map_or(0, |l| l.site),
-        _pad: [0; 2],
+        noise_tokens: a.lr.map_or(0, |l| l.noise_tokens),
+        _pad: 0,
     };
     let key = PipelineKey::new(
         Kernel::Matmul,
