@@ -7,6 +7,10 @@ Produces tests/fixtures/default_grad.safetensors (see tests/fixtures/README.md f
                                        the last encoder block (layer 3) and the final LayerNorm
   grad_per_sample.classifier.{weight [8,10,64], bias [8,10]}   d l_i / dθ for each sample i (NOT divided by 8)
 
+And tests/fixtures/default_grad_lr.safetensors (`lr_batch()` below), for the head + last-block LR unbiasedness
+test: 8 chosen TRAIN images, their mean-CE gradients as above, a fixed non-uniform allocation of antithetic LR
+queries and each image's predicted per-pair trace variance V_i (see `lr_pair_stats`).
+
 Everything stored is computed in float64 (model.double(), and HF's eager attention patched so that its
 softmax runs in float64 too instead of its hard-wired float32) and cast to float32; the same gradients are
 computed in float32 with the stock model and compared (printed). Float32/64, model.eval(), eager attention,
@@ -64,19 +68,21 @@ def module_name(hf: str) -> str:
     return hf
 
 
-def load_batch():
+def load_batch(indices=None):
     a = REPO / "assets" / "animal-shape"
-    images = flops_data.read_idx(a / "train-images.idx3-ubyte")[:B].copy()
-    labels = flops_data.read_idx(a / "train-labels.idx1-ubyte")[:B].astype(np.int64)
-    assert images.shape == (B, 28, 28) and images.dtype == np.uint8, (images.shape, images.dtype)
+    indices = list(range(B)) if indices is None else list(indices)
+    images = flops_data.read_idx(a / "train-images.idx3-ubyte")[indices].copy()
+    labels = flops_data.read_idx(a / "train-labels.idx1-ubyte")[indices].astype(np.int64)
+    assert images.shape == (len(indices), 28, 28) and images.dtype == np.uint8, (images.shape, images.dtype)
     assert labels.min() >= 0 and labels.max() < 10, labels
     proc = ViTImageProcessorPil.from_pretrained(MODEL_DIR)
     pv = proc(images=[im[:, :, None] for im in images], input_data_format="channels_last",
               return_tensors="pt")["pixel_values"].float()
     manual = ((torch.from_numpy(images).float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
     d = (pv - manual).abs().max().item()
-    print(f"[batch] labels {labels.tolist()}; processor vs (x/255-0.1307)/0.3081 max|diff| = {d:.3g}")
-    assert pv.shape == (B, 1, 28, 28) and d < 1e-6, (pv.shape, d)
+    shown = indices if len(indices) <= B else f"0..{len(indices)}"
+    print(f"[batch] images {shown}, labels {labels.tolist()[:B]}; processor vs (x/255-0.1307)/0.3081 max|diff| = {d:.3g}")
+    assert pv.shape == (len(indices), 1, 28, 28) and d < 1e-6, (pv.shape, d)
     return pv, torch.from_numpy(labels)
 
 
@@ -233,7 +239,168 @@ def main():
         print(f"[norm] {grp:10s} ||grad|| = {norm:.6g}  ({', '.join(f'{n}: {g64[n].norm().item():.4g}' for n in ns)})")
     print(f"[file] {OUT.relative_to(REPO)}: {OUT.stat().st_size} bytes, {len(t)} tensors")
     print("\n".join(f"  {n} {str(t[n].dtype).replace('torch.', '')} {list(t[n].shape)}" for n in sorted(t)))
+    lr_batch()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The head + last-block LR unbiasedness batch.
+#
+# LR (antithetic pairs, small sigma) estimates, per pair of data point i, delta = (g_i . eps) eps on the perturbed
+# activations (g_i = d l_i / d activations), mapped to the weights by G_W = sum_t delta_t u_t^T, G_b = sum_t delta_t.
+# From E[(g.eps)^2 eps_a eps_b] = |g|^2 [a=b] + 2 g_a g_b, the trace variance of one pair's weight-space estimate is
+#     V_i = |g_i|^2 * sum_sites out_dim * sum_t (|u_t|^2 + 1) + |G_i|^2,
+# t over the perturbed tokens: every token for K and V, the CLS token only for the last block's query, attention
+# output, fc1 and fc2 (nothing else of theirs reaches the classifier) and the classifier. For a batch mean with p_i
+# pairs per point, tr Cov = (1/B^2) sum_i V_i / p_i. The perturbed sites are LR's tuned tensors: the weights and biases
+# of the last block's linear layers and of the classifier (LayerNorm affine is not perturbed by LR).
+#
+# The default model's last block has ~6,700 perturbed activations per query, so the mean of many estimates converges
+# slowly; the batch is chosen (`--search`, over the first 2,000 TRAIN images) so that (a) the Neyman allocation
+# p_i ~ sqrt(V_i) needs few queries for cosine 0.95 with the batch gradient, and (b) the authors' row averaging, which
+# converges to sum_i n_i g_i / N, has cosine <= 0.9 with it: the test can then tell the two apart.
+OUT_LR = REPO / "tests" / "fixtures" / "default_grad_lr.safetensors"
+LR_BATCH = [20, 106, 414, 444, 573, 726, 1043, 1858]  # from `--search` (seed 0): tr Cov * N / |g|^2 = 61,897
+LR_QUERIES = 800  # queries per estimate (sum_i n_i), in antithetic pairs
+LR_SITES = ["attention.attention.query", "attention.attention.key", "attention.attention.value",
+            "attention.output.dense", "intermediate.dense", "output.dense"]
+CLS_ONLY = {"attention.attention.query", "attention.output.dense", "intermediate.dense", "output.dense"}
+
+
+def lr_names():
+    """HF names of the LR-tuned tensors: last-block linear layers and the classifier."""
+    return [f"vit.encoder.layer.{LAST}.{s}.{wb}" for s in LR_SITES for wb in ("weight", "bias")] + GROUPS["head"]
+
+
+def lr_pair_stats(model, pv, labels):
+    """Per sample: (flat autograd gradient over lr_names(), V_i as in the comment above), float64."""
+    mods = {s: model.get_submodule(module_name(f"vit.encoder.layer.{LAST}.{s}.weight").rsplit(".", 1)[0])
+            for s in LR_SITES}
+    mods["classifier"] = model.classifier
+    store = {}
+
+    def keep(site):
+        def hook(_mod, inp, out):
+            out.retain_grad()
+            store[site] = (inp[0], out)
+        return hook
+
+    hooks = [m.register_forward_hook(keep(s)) for s, m in mods.items()]
+    grads, var = [], []
+    try:
+        for i in range(len(labels)):
+            store.clear()
+            model.zero_grad()
+            logits = model(pixel_values=pv[i:i + 1].double()).logits
+            F.cross_entropy(logits, labels[i:i + 1]).backward()
+            g2, spread, flat = 0.0, 0.0, []
+            for s in mods:
+                u, out = store[s][0].detach()[0], store[s][1]
+                g = out.grad.detach()[0]
+                if g.dim() == 1:
+                    g, u = g[None], u[None]
+                if s in CLS_ONLY:
+                    assert g[1:].abs().max().item() == 0.0, s  # nothing but the CLS token reaches the loss
+                    g, u = g[:1], u[:1]
+                g2 += (g ** 2).sum().item()
+                spread += g.shape[1] * ((u ** 2).sum().item() + u.shape[0])
+                flat += [(g.t() @ u).flatten(), g.sum(0)]
+            gi = torch.cat(flat)
+            grads.append(gi)
+            var.append(g2 * spread + (gi ** 2).sum().item())
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(grads), torch.tensor(var, dtype=torch.float64)
+
+
+def neyman_pairs(var, queries):
+    """Integer pairs p_i >= 1 summing to queries / 2, proportional to sqrt(V_i) (largest remainders)."""
+    w = var.sqrt() / var.sqrt().sum() * (queries // 2 - len(var))
+    p = w.floor().long() + 1
+    for j in torch.argsort(w - w.floor(), descending=True)[: queries // 2 - int(p.sum())]:
+        p[j] += 1
+    return p
+
+
+def lr_predictions(grads, var, pairs):
+    """(cosine the mean of M=2000 estimates is expected to reach, cosine of the authors' limit with the truth)."""
+    g = grads.mean(0)
+    tr = (var / pairs.double()).sum().item() / len(var) ** 2 / 2000
+    a = (pairs.double()[:, None] * grads).sum(0) / pairs.sum()
+    return 1 / (1 + tr / (g @ g).item()) ** 0.5, (a @ g / a.norm() / g.norm()).item()
+
+
+def search(pool=2000, seed=0):
+    """Local search for LR_BATCH (see the comment above); prints the best batch."""
+    model = load_model(torch.float64)
+    with full_precision_attention():
+        pv, labels = load_batch(range(pool))
+        grads, var = lr_pair_stats(model, pv, labels)
+    rng = np.random.default_rng(seed)
+
+    def cost(idx):
+        g, s = grads[idx].mean(0), var[idx].sqrt()
+        rn = (s.sum() ** 2 / len(idx) ** 2 / (g @ g) * 2).item()  # tr Cov * N / |g|^2 under Neyman
+        a = (s[:, None] * grads[idx]).sum(0) / s.sum()
+        cos_a = (a @ g / a.norm() / g.norm()).item()
+        return rn * (1 + 100 * max(0.0, cos_a - 0.9)), rn, cos_a
+
+    best = None
+    for _ in range(8):
+        idx = list(rng.choice(pool, B, replace=False))
+        cur = cost(idx)
+        for _ in range(6000):
+            j, c = rng.integers(B), int(rng.integers(pool))
+            if c in idx:
+                continue
+            new = idx.copy()
+            new[j] = c
+            nc = cost(new)
+            if nc[0] < cur[0]:
+                idx, cur = new, nc
+        if cur[2] <= 0.9 and (best is None or cur[1] < best[1][1]):
+            best = (sorted(int(i) for i in idx), cur)
+    print(f"[search] LR_BATCH = {best[0]}  tr Cov * N / |g|^2 = {best[1][1]:.0f}, authors' cosine {best[1][2]:.3f}")
+
+
+def lr_batch():
+    pv, labels = load_batch(LR_BATCH)
+    names = GROUPS["head"] + GROUPS["last_block"] + GROUPS["final_norm"]
+    m64 = load_model(torch.float64)
+    with full_precision_attention():
+        g64, _, logits64, losses64 = grads(m64, pv, labels, names)
+        per, var = lr_pair_stats(m64, pv, labels)
+    # lr_pair_stats' per-sample gradients average to autograd's batch gradient.
+    flat = torch.cat([g64[n].flatten() for n in lr_names()])
+    d = (per.mean(0) - flat).abs().max().item()
+    print(f"[lr check] mean of per-sample LR-tensor gradients vs batch gradient: max|d| {d:.2e}")
+    assert d < 1e-12, d
+    pairs = neyman_pairs(var, LR_QUERIES)
+    cos_ours, cos_authors = lr_predictions(per, var, pairs)
+    print(f"[lr batch] V_i = {[f'{v:.3g}' for v in var.tolist()]}; queries {(2 * pairs).tolist()}")
+    print(f"[lr batch] predicted cosine of the mean of 2000 estimates: ours {cos_ours:.4f}; "
+          f"authors' row averaging converges to cosine {cos_authors:.4f}")
+    t = {"pixel_values": pv, "labels": labels, "indices": torch.tensor(LR_BATCH, dtype=torch.int64),
+         "logits": logits64.float(), "losses": losses64.float(), "queries": (2 * pairs).long(),
+         "lr_pair_variance": var.float()}
+    for n in names:
+        t[f"grad.{n}"] = g64[n].float()
+    meta = {"format_version": "1", "generator": "scripts/make_grad_fixture.py", "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "description": "assets/default ViT, batch = Animal-Shape TRAIN images `indices` (chosen by --search). "
+                           "grad.<HF name> = gradient of the MEAN cross-entropy as in default_grad.safetensors. "
+                           "queries = a fixed allocation of antithetic LR queries (2 x Neyman pairs, sum 800); "
+                           "lr_pair_variance = V_i, the trace variance of one antithetic pair's estimate of d l_i/d "
+                           "theta over the LR-tuned tensors (last-block linear layers + classifier) in the small-"
+                           "sigma limit, CLS-only noise on the last block's query/attention output/fc1/fc2. float64, "
+                           "cast to float32."}
+    flops_data.write_safetensors(t, OUT_LR, meta)
+    print(f"[file] {OUT_LR.relative_to(REPO)}: {OUT_LR.stat().st_size} bytes, {len(t)} tensors")
 
 
 if __name__ == "__main__":
-    main()
+    if "--search" in sys.argv:
+        torch.set_num_threads(2)
+        search()
+    else:
+        main()
