@@ -6,6 +6,8 @@
 //             0 for tokens t >= noise_tokens (as the forward's matmul)
 //   outer:    g[out_off + o * K + i] += sum_m e[m, o] * u[m, i]   (m over rows * tokens)
 //   bias:     g[out_off + o] += sum_m e[m, o]
+//   scaled:   g[out_off + o] += sum_m e[m, o] * u[m, o]     (LayerNorm gamma: e = d_y, u = x_hat)
+//   back:     d[m, i] += sum_o e[m, o] * u[o, i]            (d_y of a LayerNorm: u = W [N, K])
 //   spsa:     g[out_off + j] += sum_k c_k z_k(j),  z_k = Stream::weight(seed, step, tensor, k)
 // 1-D kernels use a 2-D grid: x * 64 threads per y.
 
@@ -32,6 +34,7 @@ struct GradParams {
 @group(0) @binding(3) var<storage, read> u: array<f32>;            // outer: [rows, tokens, K]
 @group(0) @binding(4) var<storage, read_write> g: array<f32>;      // [total]
 @group(0) @binding(5) var<storage, read> coeff: array<f32>;        // spsa: [directions]
+@group(0) @binding(6) var<storage, read_write> d: array<f32>;      // back: [rows, tokens, K]
 
 // The four normals of Philox block `b` of `s` (elements 4b .. 4b + 3), as rng_normal gives them.
 fn grad_block_normals(s: NoiseStream, b: u32) -> vec4<f32> {
@@ -137,6 +140,37 @@ fn bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         acc += e[m * p.n + o];
     }
     g[p.out_off + o] = g[p.out_off + o] + acc;
+}
+
+// One thread per unit o: the bias reduction weighted by u.
+@compute @workgroup_size(64)
+fn scaled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = flat_id(gid, nwg);
+    if (o >= p.n) {
+        return;
+    }
+    var acc = 0.0;
+    let m_total = p.rows * p.tokens;
+    for (var m = 0u; m < m_total; m++) {
+        acc += e[m * p.n + o] * u[m * p.n + o];
+    }
+    g[p.out_off + o] = g[p.out_off + o] + acc;
+}
+
+// One thread per (m, i).
+@compute @workgroup_size(64)
+fn back(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_id(gid, nwg);
+    if (j >= p.rows * p.tokens * p.k) {
+        return;
+    }
+    let m = j / p.k;
+    let i = j % p.k;
+    var acc = 0.0;
+    for (var o = 0u; o < p.n; o++) {
+        acc += e[m * p.n + o] * u[o * p.k + i];
+    }
+    d[j] = d[j] + acc;
 }
 
 // One thread per Philox block (4 elements) of one tensor, looping over the directions.

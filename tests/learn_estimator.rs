@@ -71,7 +71,7 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
         queries: plan_queries(kind, alloc),
         first_tuned: Tuning::Head.first_tuned_block(layers),
         sites: Tuning::Head.lr_sites(layers),
-        tensors: Tuning::Head.lr_tensors(&ids),
+        tensors: Tuning::Head.tensors(&ids),
     };
     Setup {
         backend,

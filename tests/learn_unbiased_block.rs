@@ -69,7 +69,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         queries: plan_queries(kind, &alloc),
         first_tuned: tuning.first_tuned_block(layers),
         sites: tuning.lr_sites(layers),
-        tensors: tuning.lr_tensors(&ids),
+        tensors: tuning.tensors(&ids),
     };
     // The autograd gradient of every tuned tensor, in plan order.
     let params = model.net.params();
@@ -81,9 +81,22 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         .collect();
     assert_eq!(
         plan.tensors.len(),
-        14,
-        "6 linear layers + the classifier, weight and bias each"
+        20,
+        "7 linear layers and 3 LayerNorms, weight and bias each"
     );
+    // Elements of linear layers' tensors (V_i covers those; LayerNorm affine adds no noise of its own).
+    let linear: Vec<bool> = plan
+        .tensors
+        .iter()
+        .flat_map(|&t| {
+            let lin = tuning
+                .lr_sites(layers)
+                .iter()
+                .filter_map(|&s| ids.linear(s))
+                .any(|l| l.weight == t || l.bias == Some(t));
+            std::iter::repeat_n(lin, params[t as usize].numel())
+        })
+        .collect();
 
     let net = model.net.clone();
     let run = |thread: usize| -> Sums {
@@ -116,7 +129,9 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
             for (i, (&e, &a)) in est.iter().zip(&est_auth).enumerate() {
                 s.ours[i] += e as f64;
                 s.authors[i] += a as f64;
-                s.sq += e as f64 * e as f64;
+                if linear[i] {
+                    s.sq += e as f64 * e as f64;
+                }
             }
         }
         s
@@ -134,7 +149,8 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
     let ours = mean(|p| &p.ours);
     let authors = mean(|p| &p.authors);
     let sq: f64 = parts.iter().map(|p| p.sq).sum();
-    let tr_cov = (sq - m * ours.iter().map(|x| x * x).sum::<f64>()) / (m - 1.0);
+    let mean_sq: f64 = ours.iter().zip(&linear).filter(|(_, &l)| l).map(|(x, _)| x * x).sum();
+    let tr_cov = (sq - m * mean_sq) / (m - 1.0);
     let predicted: f64 = (0..b).map(|i| pair_var[i] / (alloc[i] / 2) as f64).sum::<f64>() / (b * b) as f64;
 
     let cos_ours = cosine(&ours, &truth);

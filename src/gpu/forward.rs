@@ -16,7 +16,7 @@ use super::plan::{Chunk, PlanTables, RowPlan};
 use super::readback::Staging;
 use super::tensor::{upload_bytes, upload_u32, GpuTensor};
 use crate::model::perturb::LinearIds;
-use crate::model::LinearSite;
+use crate::model::{LinearSite, NormSite};
 
 /// The input of an LR-perturbed linear layer for a range of internal rows:
 /// `[rows, tokens, in]` (`tokens = 1` for the classifier, which reads the CLS token).
@@ -27,12 +27,23 @@ pub struct KeptInput {
     pub tensor: GpuTensor,
 }
 
+/// `x_hat` (the normalised input, before the affine map) of a LayerNorm that feeds an
+/// LR-perturbed layer, for a range of internal rows: `[rows, T, D]`, or `[rows, D]` (the CLS
+/// token) for the final LayerNorm.
+#[derive(Debug, Clone)]
+pub struct KeptNorm {
+    pub norm: NormSite,
+    pub rows: Range<usize>,
+    pub tensor: GpuTensor,
+}
+
 /// Inputs of every LR-perturbed layer, in internal row order (`order[i]` = plan row of
 /// internal row `i`). Q, K and V share one input (recorded under each site).
 #[derive(Debug, Clone, Default)]
 pub struct LrInputs {
     pub order: Vec<usize>,
     pub kept: Vec<KeptInput>,
+    pub norms: Vec<KeptNorm>,
 }
 
 /// What a forward returns, in plan row order.
@@ -195,7 +206,7 @@ impl GpuForward {
                     row_base: 0,
                 };
                 for l in 0..plan.first_tuned {
-                    frozen.block(ctx, l, &hidden_img, b, &img_scratch, &mut Vec::new(), &mut ops)?;
+                    frozen.block(ctx, l, &hidden_img, b, &img_scratch, &mut LrInputs::default(), &mut ops)?;
                 }
                 _img_scratch = Some(img_scratch);
                 hidden_img
@@ -210,7 +221,7 @@ impl GpuForward {
         let identity: Vec<u32> = (0..max_chunk as u32).collect();
         let identity = upload_u32(ctx, "identity rows", &identity)?;
         let results = GpuTensor::zeros(ctx, "results", &[r * (classes + 1)])?;
-        let mut kept = Vec::new();
+        let mut kept = LrInputs::default();
         for chunk in &tables.chunks {
             let n = chunk.rows.len();
             let stage = Stage {
@@ -251,7 +262,7 @@ impl GpuForward {
             classes,
             lr_inputs: LrInputs {
                 order: tables.order,
-                kept,
+                ..kept
             },
         };
         Ok((pending, hidden_img))
@@ -467,19 +478,83 @@ impl Stage<'_> {
         sites: &[LinearSite],
         scratch: &GpuTensor,
         shape: &[usize],
-        kept: &mut Vec<KeptInput>,
+        kept: &mut LrInputs,
     ) -> Result<GpuTensor> {
         let lr: Vec<LinearSite> = sites.iter().copied().filter(|&s| self.is_lr(s)).collect();
         let (Some(chunk), false) = (self.chunk, lr.is_empty()) else {
             return scratch.view(shape);
         };
         let t = GpuTensor::zeros(ctx, "LR layer input", shape)?;
-        kept.extend(lr.into_iter().map(|site| KeptInput {
+        kept.kept.extend(lr.into_iter().map(|site| KeptInput {
             site,
             rows: chunk.rows.clone(),
             tensor: t.clone(),
         }));
         Ok(t)
+    }
+
+    /// When `consumer` is LR-perturbed: `x_hat` of `x: [rows, T, D]` for `norm` into a kept
+    /// buffer (`[rows, T, D]`, or its CLS token `[rows, D]` via `tmp` when `cls_only`).
+    #[allow(clippy::too_many_arguments)]
+    fn keep_norm(
+        &self,
+        ctx: &GpuContext,
+        norm: NormSite,
+        consumer: LinearSite,
+        x: &GpuTensor,
+        rows: usize,
+        cls_only: Option<(&GpuTensor, &wgpu::Buffer)>,
+        kept: &mut LrInputs,
+        ops: &mut Vec<Op>,
+    ) -> Result<()> {
+        let (Some(chunk), true) = (self.chunk, self.is_lr(consumer)) else {
+            return Ok(());
+        };
+        let d = self.dims;
+        let (ones, zeros) = &self.model.unit_affine;
+        let normalize = |y: &GpuTensor| {
+            ops::layer_norm(
+                x,
+                rows,
+                d.t,
+                ones,
+                zeros,
+                self.model.layer_norm_eps,
+                y,
+                None,
+                self.row_base,
+                self.pert,
+            )
+        };
+        let tensor = match cls_only {
+            None => {
+                let t = GpuTensor::zeros(ctx, "LR LayerNorm x_hat", &[rows, d.t, d.d])?;
+                ops.push(normalize(&t)?);
+                t
+            }
+            Some((tmp, identity)) => {
+                let t = GpuTensor::zeros(ctx, "LR LayerNorm x_hat (CLS)", &[rows, d.d])?;
+                let full = tmp.view(&[rows, d.t, d.d])?;
+                ops.push(normalize(&full)?);
+                let row_width = d.t * d.d;
+                ops.push(ops::gather(
+                    &full.view(&[rows, row_width])?,
+                    identity,
+                    rows,
+                    d.d,
+                    row_width,
+                    0,
+                    &t,
+                )?);
+                t
+            }
+        };
+        kept.norms.push(KeptNorm {
+            norm,
+            rows: chunk.rows.clone(),
+            tensor,
+        });
+        Ok(())
     }
 
     /// Encoder block `l` on `x: [rows, T, D]`, in place.
@@ -491,11 +566,12 @@ impl Stage<'_> {
         x: &GpuTensor,
         rows: usize,
         s: &Scratch,
-        kept: &mut Vec<KeptInput>,
+        kept: &mut LrInputs,
         ops: &mut Vec<Op>,
     ) -> Result<()> {
         let d = self.dims;
         let ids = self.model.ids.layers[l];
+        self.keep_norm(ctx, NormSite::Before(l), LinearSite::Key(l), x, rows, None, kept, ops)?;
         let td = [rows, d.t, d.d];
         let a = self.input_buffer(
             ctx,
@@ -513,6 +589,7 @@ impl Stage<'_> {
         ops.push(ops::attention(&q, &k, &v, &c, rows, d.t, d.d, d.heads)?);
         ops.push(self.linear(LinearSite::AttnOut(l), ids.attn_out, &c, rows, d.t, &o, false)?);
         ops.push(ops::add(x, &o)?);
+        self.keep_norm(ctx, NormSite::After(l), LinearSite::Fc1(l), x, rows, None, kept, ops)?;
         let a2 = self.input_buffer(ctx, &[LinearSite::Fc1(l)], &s.a, &td, kept)?;
         ops.push(self.layer_norm(ids.ln_after, x, rows, &a2)?);
         let h = self.input_buffer(ctx, &[LinearSite::Fc2(l)], &s.h, &[rows, d.t, d.inner], kept)?;
@@ -533,12 +610,23 @@ impl Stage<'_> {
         identity: &wgpu::Buffer,
         results: &GpuTensor,
         total_rows: usize,
-        kept: &mut Vec<KeptInput>,
+        kept: &mut LrInputs,
         ops: &mut Vec<Op>,
     ) -> Result<()> {
         let d = self.dims;
         let ids = &self.model.ids;
         let a = s.a.view(&[rows, d.t, d.d])?;
+        let cls_only = Some((&a, identity));
+        self.keep_norm(
+            ctx,
+            NormSite::Final,
+            LinearSite::Classifier,
+            x,
+            rows,
+            cls_only,
+            kept,
+            ops,
+        )?;
         ops.push(self.layer_norm(ids.final_ln, x, rows, &a)?);
         let cls = self.input_buffer(ctx, &[LinearSite::Classifier], &s.cls, &[rows, d.d], kept)?;
         let row_width = d.t * d.d;

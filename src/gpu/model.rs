@@ -16,6 +16,9 @@ pub struct GpuModel {
     pub names: Vec<String>,
     /// LayerNorm epsilon of every LayerNorm (one config value).
     pub layer_norm_eps: f64,
+    /// `(ones, zeros)` of width D: a LayerNorm with these gives `x_hat` (for LR's LayerNorm
+    /// affine gradients).
+    pub unit_affine: (GpuTensor, GpuTensor),
 }
 
 impl GpuModel {
@@ -26,6 +29,7 @@ impl GpuModel {
             });
         }
         let params = net.params();
+        let d = net.config.hidden_size;
         let mut tensors = Vec::with_capacity(params.len());
         for p in &params {
             // Linear weights are addressed as [out, in]; conv weights flatten to that too.
@@ -37,6 +41,10 @@ impl GpuModel {
             tensors,
             names: params.iter().map(|p| p.name.clone()).collect(),
             layer_norm_eps: net.config.layer_norm_eps,
+            unit_affine: (
+                GpuTensor::from_slice(ctx, "LayerNorm unit gamma", &[d], &vec![1.0; d])?,
+                GpuTensor::from_slice(ctx, "LayerNorm zero beta", &[d], &vec![0.0; d])?,
+            ),
         })
     }
 

@@ -9,16 +9,16 @@ use std::rc::Rc;
 use super::backend::{Backend, Batch, CleanOut, StepPlan};
 use super::error::LearnError;
 use super::estimate::EstimatorKind;
-use crate::model::nn::cross_entropy;
+use crate::model::nn::{cross_entropy, LayerNorm};
+use crate::model::perturb::TensorIds;
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
-use crate::model::{ForwardHook, LinearSite, NoHook, ViTForImageClassification};
+use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ViTForImageClassification};
 use crate::noise::Stream;
 
 pub struct CpuBackend {
     pub net: ViTForImageClassification,
-    /// Per query (LR): the input `[T, in]` and the noise `eps` `[T, out]` of every perturbed
-    /// site, kept for the gradient.
-    recorded: Vec<HashMap<LinearSite, Recorded>>,
+    /// Per query (LR): what the gradient needs.
+    recorded: Vec<QueryRecord>,
     /// Blocks below `frozen` are not tuned in this run, so each image's residual stream
     /// entering block `frozen` is computed once and kept across steps (0: nothing cached).
     frozen: usize,
@@ -32,23 +32,38 @@ const FEATURE_CACHE_BYTES: usize = 256 << 20;
 
 /// What the gradient needs of one perturbed site in one query.
 struct Recorded {
+    /// `[rows, in]`.
     input: Vec<f32>,
-    /// The unsigned noise (shared by the two rows of an antithetic pair).
+    /// `[rows, out]`, unsigned (shared by the two rows of an antithetic pair).
     eps: Rc<Vec<f32>>,
 }
 
-/// Adds LR noise and records the perturbed sites' inputs and noise. `reuse`: the record of
-/// the previous row when it had the same noise id (its antithetic partner): its noise is reused
-/// instead of regenerated.
+/// What the gradient needs of one query.
+#[derive(Default)]
+struct QueryRecord {
+    linear: HashMap<LinearSite, Recorded>,
+    /// `x_hat` `[rows, D]` of every LayerNorm that feeds a perturbed site.
+    norms: HashMap<NormSite, Vec<f32>>,
+}
+
+/// Adds LR noise and records what the gradient needs. `reuse`: the record of the previous row
+/// when it had the same noise id (its antithetic partner): its noise is reused instead of
+/// regenerated.
 struct RecordingNoise<'a> {
     noise: LrNoiseHook,
-    reuse: Option<&'a HashMap<LinearSite, Recorded>>,
-    recorded: HashMap<LinearSite, Recorded>,
+    reuse: Option<&'a QueryRecord>,
+    record: QueryRecord,
 }
 
 impl ForwardHook for RecordingNoise<'_> {
+    fn layer_norm(&mut self, site: NormSite, norm: &LayerNorm, input: &[f32]) {
+        if self.noise.sites.iter().any(|&s| NormSite::feeding(s) == Some(site)) {
+            self.record.norms.insert(site, norm.normalize(input));
+        }
+    }
+
     fn linear(&mut self, site: LinearSite, input: &[f32], output: &mut [f32]) {
-        let shared = self.reuse.and_then(|r| r.get(&site)).map(|r| r.eps.clone());
+        let shared = self.reuse.and_then(|r| r.linear.get(&site)).map(|r| r.eps.clone());
         let eps = match shared.filter(|e| e.len() == output.len()) {
             Some(e) => e,
             None => match self.noise.noise(site, output.len()) {
@@ -57,7 +72,7 @@ impl ForwardHook for RecordingNoise<'_> {
             },
         };
         self.noise.add(&eps, output);
-        self.recorded.insert(
+        self.record.linear.insert(
             site,
             Recorded {
                 input: input.to_vec(),
@@ -134,6 +149,121 @@ impl CpuBackend {
     }
 }
 
+impl CpuBackend {
+    /// LR: `G_W += sum_r c_r sum_t eps_rt u_rt^T`, `G_b += sum_r c_r sum_t eps_rt` for every
+    /// perturbed site, and for every LayerNorm feeding perturbed sites
+    /// `d_y = sum_sites W^T (c_r eps_r)`, `G_gamma += sum_rt d_y x_hat`, `G_beta += sum_rt d_y`.
+    /// `slot(t)`: the offset of tensor `t` in `grad`, if tuned.
+    fn lr_gradient(
+        &self,
+        plan: &StepPlan,
+        coefficients: &[f32],
+        slot: &dyn Fn(u32) -> Option<usize>,
+        grad: &mut [f64],
+    ) -> Result<(), LearnError> {
+        if self.recorded.len() != plan.queries.len() || coefficients.len() != plan.queries.len() {
+            return Err(LearnError::Config {
+                message: format!(
+                    "gradient of {} queries with {} coefficients after a forward of {}",
+                    plan.queries.len(),
+                    coefficients.len(),
+                    self.recorded.len()
+                ),
+            });
+        }
+        let params = self.net.params();
+        let ids = TensorIds::of(&self.net);
+        let points = plan.queries.iter().map(|q| q.point + 1).max().unwrap_or(0);
+        let rows_of = |point: usize| -> Vec<usize> {
+            (0..plan.queries.len())
+                .filter(|&r| plan.queries[r].point == point)
+                .collect()
+        };
+        // Rows whose `key` is the same (the first tuned block reads the frozen prefix) are
+        // summed before one product; others are taken one by one.
+        let groups = |rows: Vec<usize>, same: &dyn Fn(usize, usize) -> bool| -> Vec<Vec<usize>> {
+            match rows.first() {
+                Some(&r0) if rows.iter().all(|&r| same(r0, r)) => vec![rows],
+                _ => rows.into_iter().map(|r| vec![r]).collect(),
+            }
+        };
+        // sum_{r in group} c_r eps_r of `site`.
+        let summed = |group: &[usize], site: LinearSite| -> Vec<f64> {
+            let mut e = vec![0.0f64; self.recorded[group[0]].linear[&site].eps.len()];
+            for &r in group {
+                let c = coefficients[r] as f64;
+                for (e, &x) in e.iter_mut().zip(self.recorded[r].linear[&site].eps.iter()) {
+                    *e += c * x as f64;
+                }
+            }
+            e
+        };
+        for &site in &plan.sites {
+            let Some(lin) = ids.linear(site) else { continue };
+            let Some(w_off) = slot(lin.weight) else { continue };
+            let w = &params[lin.weight as usize];
+            let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
+            let b_off = lin.bias.and_then(slot);
+            let input = |r: usize| self.recorded[r].linear.get(&site).map(|x| &x.input);
+            for point in 0..points {
+                let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| input(r).is_some()).collect();
+                for group in groups(rows, &|a, b| input(a) == input(b)) {
+                    let u = &self.recorded[group[0]].linear[&site].input;
+                    accumulate_outer(grad, w_off, b_off, &summed(&group, site), u, dout, din);
+                }
+            }
+        }
+        let mut norms: Vec<NormSite> = plan.sites.iter().filter_map(|&s| NormSite::feeding(s)).collect();
+        norms.sort_unstable();
+        norms.dedup();
+        for norm in norms {
+            let Some((gamma, beta)) = ids.norm(norm) else { continue };
+            let (Some(g_off), Some(b_off)) = (slot(gamma), slot(beta)) else {
+                continue;
+            };
+            let d = params[gamma as usize].numel();
+            let consumers: Vec<LinearSite> = plan
+                .sites
+                .iter()
+                .copied()
+                .filter(|&s| NormSite::feeding(s) == Some(norm))
+                .collect();
+            let x_hat = |r: usize| self.recorded[r].norms.get(&norm);
+            for point in 0..points {
+                let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| x_hat(r).is_some()).collect();
+                for group in groups(rows, &|a, b| x_hat(a) == x_hat(b)) {
+                    let xh = &self.recorded[group[0]].norms[&norm];
+                    let mut dy = vec![0.0f64; xh.len()];
+                    for &site in &consumers {
+                        let Some(lin) = ids.linear(site) else { continue };
+                        if !self.recorded[group[0]].linear.contains_key(&site) {
+                            continue;
+                        }
+                        let w = &params[lin.weight as usize].data;
+                        let e = summed(&group, site);
+                        let dout = w.len() / d;
+                        // A site may see fewer rows than the norm (the last block's query: CLS).
+                        for (et, dyt) in e.chunks_exact(dout).zip(dy.chunks_exact_mut(d)) {
+                            for (o, &eo) in et.iter().enumerate() {
+                                for (y, &wv) in dyt.iter_mut().zip(&w[o * d..(o + 1) * d]) {
+                                    *y += eo * wv as f64;
+                                }
+                            }
+                        }
+                    }
+                    for (dyt, xt) in dy.chunks_exact(d).zip(xh.chunks_exact(d)) {
+                        for i in 0..d {
+                            grad[g_off + i] += dyt[i] * xt[i] as f64;
+                            grad[b_off + i] += dyt[i];
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `G_W[o, i] += sum_t e[t, o] u[t, i]`, `G_b[o] += sum_t e[t, o]` at the given offsets.
 fn accumulate_outer(
     grad: &mut [f64],
@@ -203,6 +333,7 @@ impl Backend for CpuBackend {
                     });
                     let mut hook = RecordingNoise {
                         reuse: partner.map(|p| &self.recorded[p]),
+                        record: QueryRecord::default(),
                         noise: LrNoiseHook {
                             seed: plan.seed,
                             step: plan.step,
@@ -210,7 +341,6 @@ impl Backend for CpuBackend {
                             sigma: q.sign * sigma,
                             sites: plan.sites.clone(),
                         },
-                        recorded: HashMap::new(),
                     };
                     let x = &prefixes[q.point];
                     let z = match &projected[q.point] {
@@ -218,7 +348,7 @@ impl Backend for CpuBackend {
                         None => net.logits_from(x.clone(), first, &mut hook),
                     };
                     losses[r] = cross_entropy(&z, batch.labels[q.point]);
-                    self.recorded.push(hook.recorded);
+                    self.recorded.push(hook.record);
                 }
             }
             EstimatorKind::Spsa { eps } => {
@@ -255,52 +385,7 @@ impl Backend for CpuBackend {
         let mut grad = vec![0.0f64; total];
         let slot = |t: u32| plan.tensors.iter().position(|&x| x == t).map(|i| offsets[i]);
         match plan.kind {
-            EstimatorKind::Lr { .. } => {
-                if self.recorded.len() != plan.queries.len() {
-                    return Err(LearnError::Config {
-                        message: format!(
-                            "gradient of {} queries after a forward of {}",
-                            plan.queries.len(),
-                            self.recorded.len()
-                        ),
-                    });
-                }
-                let ids = crate::model::perturb::TensorIds::of(&self.net);
-                let points = plan.queries.iter().map(|q| q.point + 1).max().unwrap_or(0);
-                for &site in &plan.sites {
-                    let Some(lin) = ids.linear(site) else { continue };
-                    let Some(w_off) = slot(lin.weight) else { continue };
-                    let w = &params[lin.weight as usize];
-                    let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
-                    let b_off = lin.bias.and_then(slot);
-                    // Rows of one point whose input is the same (the first tuned block's Q, K, V
-                    // read the frozen prefix) share one outer product of their summed noise.
-                    for point in 0..points {
-                        let rows: Vec<usize> = (0..plan.queries.len())
-                            .filter(|&r| plan.queries[r].point == point && self.recorded[r].contains_key(&site))
-                            .collect();
-                        let Some(&r0) = rows.first() else { continue };
-                        let u0 = &self.recorded[r0][&site].input;
-                        let shared = rows.iter().all(|&r| self.recorded[r][&site].input == *u0);
-                        let groups: Vec<Vec<usize>> = if shared {
-                            vec![rows]
-                        } else {
-                            rows.into_iter().map(|r| vec![r]).collect()
-                        };
-                        for group in groups {
-                            let u = &self.recorded[group[0]][&site].input;
-                            let mut e = vec![0.0f64; self.recorded[group[0]][&site].eps.len()];
-                            for &r in &group {
-                                let c = coefficients[r] as f64;
-                                for (e, &x) in e.iter_mut().zip(self.recorded[r][&site].eps.iter()) {
-                                    *e += c * x as f64;
-                                }
-                            }
-                            accumulate_outer(&mut grad, w_off, b_off, &e, u, dout, din);
-                        }
-                    }
-                }
-            }
+            EstimatorKind::Lr { .. } => self.lr_gradient(plan, coefficients, &slot, &mut grad)?,
             EstimatorKind::Spsa { .. } => {
                 for (k, &c) in coefficients.iter().enumerate() {
                     for (i, &t) in plan.tensors.iter().enumerate() {

@@ -158,12 +158,11 @@ impl<B: Backend> Trainer<B> {
         };
         budget.check(config.batch)?;
         let ids = TensorIds::of(net);
-        let (sites, tensors) = match config.estimator {
-            EstimatorKind::Lr { .. } => (config.tuning.lr_sites(layers), config.tuning.lr_tensors(&ids)),
-            EstimatorKind::Spsa { .. } => (Vec::new(), config.tuning.all_tensors(&ids)),
+        let sites = match config.estimator {
+            EstimatorKind::Lr { .. } => config.tuning.lr_sites(layers),
+            EstimatorKind::Spsa { .. } => Vec::new(),
         };
-        let mut tensors = tensors;
-        tensors.sort_unstable();
+        let tensors = config.tuning.tensors(&ids);
         let n_params: usize = tensors.iter().map(|&t| net.params()[t as usize].numel()).sum();
         let plan_template = StepPlan {
             kind: config.estimator,

@@ -1,9 +1,13 @@
 //! What is tuned: the classifier head, or the last K encoder blocks plus the final LayerNorm and
 //! the head. Everything below the first tuned block is frozen and computed once per image.
 //!
-//! The LR estimator perturbs the outputs of linear layers, so under LR the tuned tensors are the
-//! linear layers' weights and biases (LayerNorm affine stays frozen); SPSA perturbs every tuned
-//! tensor, LayerNorm affine included.
+//! Both estimators tune the same tensors: every tensor of the tuned blocks (Q/K/V, attention
+//! output, MLP, both LayerNorms' affine), the final LayerNorm (unless head-only) and the head.
+//! SPSA perturbs them all in weight space. LR perturbs the outputs of the linear layers; a
+//! LayerNorm's affine map `y = gamma * x_hat + beta` feeds linear layers only (Q/K/V, fc1, the
+//! classifier), so its output gradient is estimated from theirs, `d_y = sum W^T d_out` (linear in
+//! the unbiased `d_out`, hence unbiased, and no extra noise), and
+//! `g_gamma = sum_t d_y * x_hat`, `g_beta = sum_t d_y`.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,19 +75,9 @@ impl Tuning {
         sites
     }
 
-    /// Tensor ids tuned by the LR estimator: the weights and biases of [`Self::lr_sites`].
-    pub fn lr_tensors(&self, ids: &TensorIds) -> Vec<u32> {
-        let layers = ids.layers.len();
-        self.lr_sites(layers)
-            .into_iter()
-            .filter_map(|s| ids.linear(s))
-            .flat_map(|l| std::iter::once(l.weight).chain(l.bias))
-            .collect()
-    }
-
-    /// Tensor ids tuned by weight-space estimators: every tensor of the tuned blocks, the final
-    /// LayerNorm (unless head-only) and the head.
-    pub fn all_tensors(&self, ids: &TensorIds) -> Vec<u32> {
+    /// Every tuned tensor id, sorted, for either estimator: every tensor of the tuned blocks, the
+    /// final LayerNorm (unless head-only) and the head.
+    pub fn tensors(&self, ids: &TensorIds) -> Vec<u32> {
         let layers = ids.layers.len();
         let mut t: Vec<u32> = ids.layers[self.first_tuned_block(layers)..]
             .iter()

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 pub use config::{TimmConfig, ViTConfig};
 pub use error::{ModelError, ModelFile, Result};
 pub use preprocess::{Image, Preprocessor, PreprocessorConfig};
-pub use vit::{ForwardHook, LinearSite, NoHook, ViTForImageClassification};
+pub use vit::{ForwardHook, LinearSite, NoHook, NormSite, ViTForImageClassification};
 pub use weights::{Checkpoint, Layout, VarBuilder};
 
 /// The bytes of a model folder: `config.json`, `model.safetensors`, `preprocessor_config.json`.

@@ -118,13 +118,25 @@ impl LayerNorm {
     /// `x`: `[T, D]` -> `[T, D]`.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let d = self.weight.numel();
+        let mut y = self.normalize(x);
+        for yr in y.chunks_exact_mut(d) {
+            for ((y, &w), &b) in yr.iter_mut().zip(&self.weight.data).zip(&self.bias.data) {
+                *y = *y * w + b;
+            }
+        }
+        y
+    }
+
+    /// `x_hat = (x - mean) / sqrt(var + eps)` per row, before the affine map.
+    pub fn normalize(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.weight.numel();
         let mut y = vec![0.0f32; x.len()];
         for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
             let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
             let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
             let inv = 1.0 / (var + self.eps).sqrt();
-            for i in 0..d {
-                yr[i] = (((xr[i] as f64 - mean) * inv) as f32) * self.weight.data[i] + self.bias.data[i];
+            for (y, &x) in yr.iter_mut().zip(xr) {
+                *y = ((x as f64 - mean) * inv) as f32;
             }
         }
         y

@@ -7,7 +7,7 @@
 
 use super::error::{ModelError, Result};
 use super::nn::Param;
-use super::vit::{ForwardHook, LinearSite, ViTForImageClassification};
+use super::vit::{ForwardHook, LinearSite, NormSite, ViTForImageClassification};
 use crate::noise::Stream;
 
 /// Ids of a linear layer's tensors.
@@ -105,6 +105,15 @@ impl TensorIds {
             LinearSite::Fc1(l) => layer(l).map(|x| x.fc1),
             LinearSite::Fc2(l) => layer(l).map(|x| x.fc2),
             LinearSite::Classifier => Some(self.classifier),
+        }
+    }
+
+    /// `(weight, bias)` of the LayerNorm at `site`.
+    pub fn norm(&self, site: NormSite) -> Option<(u32, u32)> {
+        match site {
+            NormSite::Before(l) => self.layers.get(l).map(|x| x.ln_before),
+            NormSite::After(l) => self.layers.get(l).map(|x| x.ln_after),
+            NormSite::Final => Some(self.final_ln),
         }
     }
 

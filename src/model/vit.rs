@@ -26,6 +26,29 @@ pub enum LinearSite {
     Classifier,
 }
 
+/// Where a LayerNorm sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NormSite {
+    /// Block `l`'s `layernorm_before` (feeds its query, key and value).
+    Before(usize),
+    /// Block `l`'s `layernorm_after` (feeds its fc1).
+    After(usize),
+    /// `vit.layernorm` (feeds the classifier).
+    Final,
+}
+
+impl NormSite {
+    /// The LayerNorm whose output is `site`'s input, if any.
+    pub fn feeding(site: LinearSite) -> Option<Self> {
+        match site {
+            LinearSite::Query(l) | LinearSite::Key(l) | LinearSite::Value(l) => Some(Self::Before(l)),
+            LinearSite::Fc1(l) => Some(Self::After(l)),
+            LinearSite::Classifier => Some(Self::Final),
+            LinearSite::PatchEmbed | LinearSite::AttnOut(_) | LinearSite::Fc2(_) => None,
+        }
+    }
+}
+
 /// Observes (and may modify) a forward pass. All methods default to doing nothing.
 pub trait ForwardHook {
     /// After each linear layer: its input `[T, in]` and output `[T, out]` (bias included).
@@ -34,6 +57,8 @@ pub trait ForwardHook {
     /// The residual stream: index 0 after the embeddings, `i + 1` after block `i` (`[T, D]`).
     /// The classification forward does not report the last block (it runs its CLS token only).
     fn hidden(&mut self, _index: usize, _hidden: &[f32]) {}
+    /// Before a LayerNorm: its input `[rows, D]` (`norm.normalize(input)` gives `x_hat`).
+    fn layer_norm(&mut self, _site: NormSite, _norm: &LayerNorm, _input: &[f32]) {}
 }
 
 /// A hook that does nothing.
@@ -342,8 +367,10 @@ impl ViTLayer {
         let l = self.index;
         let d = self.layernorm_before.weight.numel();
         let rows = qkv.queries * d;
+        hook.layer_norm(NormSite::Before(l), &self.layernorm_before, x);
         let a = self.attention.forward_projected(qkv, l, hook);
         let h: Vec<f32> = x[..rows].iter().zip(&a).map(|(x, a)| x + a).collect();
+        hook.layer_norm(NormSite::After(l), &self.layernorm_after, &h);
         let mut m = linear(
             &self.intermediate.dense,
             LinearSite::Fc1(l),
@@ -416,6 +443,7 @@ impl ViTModel {
         let x = self.embeddings.forward(pixels, hook);
         hook.hidden(0, &x);
         let x = self.run_blocks(x, 0..self.layers.len(), hook);
+        hook.layer_norm(NormSite::Final, &self.layernorm, &x);
         self.layernorm.forward(&x)
     }
 }
@@ -477,8 +505,15 @@ impl ViTForImageClassification {
                 let qkv = block.project(&x, self.queries_of(first));
                 self.logits_projected(&x, first, qkv, hook)
             }
-            None => self.head(&self.vit.layernorm.forward(&x[..self.config.hidden_size]), hook),
+            None => self.final_head(&x, hook),
         }
+    }
+
+    /// The final LayerNorm of the CLS token of `x` and the classifier.
+    fn final_head(&self, x: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
+        let cls = &x[..self.config.hidden_size];
+        hook.layer_norm(NormSite::Final, &self.vit.layernorm, cls);
+        self.head(&self.vit.layernorm.forward(cls), hook)
     }
 
     /// Logits from the residual stream `x` entering block `first` and that block's clean
@@ -490,7 +525,7 @@ impl ViTForImageClassification {
             hook.hidden(layer.index, &h);
             h = layer.forward_rows(&h, self.queries_of(layer.index), hook);
         }
-        self.head(&self.vit.layernorm.forward(&h[..self.config.hidden_size]), hook)
+        self.final_head(&h, hook)
     }
 
     /// The classifier on the CLS token of the final LayerNorm output `[T, D]` (or `[1, D]`).

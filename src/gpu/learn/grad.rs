@@ -2,7 +2,8 @@
 //! tensors, in `plan.tensors` order. Layer inputs stay on the GPU; only the coefficients
 //! (one f32 per LR query or per SPSA direction) are uploaded.
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use crate::gpu::context::GpuContext;
@@ -13,6 +14,7 @@ use crate::gpu::ops::{self, Op};
 use crate::gpu::tensor::{upload_bytes, upload_u32, GpuTensor};
 use crate::learn::backend::StepPlan;
 use crate::model::perturb::lr_noise_tokens;
+use crate::model::{LinearSite, NormSite};
 use crate::noise::site_id;
 
 /// Offsets of the tuned tensors in the flat gradient (and optimiser state).
@@ -53,7 +55,9 @@ fn plan_err(reason: String) -> GpuError {
 }
 
 /// LR: `G_W += sum_r c_r sum_t eps_r[t] (x) u_r[t]`, `G_b += sum_r c_r sum_t eps_r[t]` for every
-/// kept input of a tuned site. `inputs` are the last forward's (internal row order).
+/// kept input of a tuned site; for a tuned LayerNorm feeding such sites,
+/// `d_y = sum_sites (c_r eps_r) W`, `G_gamma += sum d_y * x_hat`, `G_beta += sum d_y`.
+/// `inputs` are the last forward's (internal row order).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record_lr(
     ctx: &GpuContext,
@@ -105,6 +109,8 @@ pub(super) fn record_lr(
         return Ok(());
     }
     let e_all = GpuTensor::zeros(ctx, "scaled LR noise", &[widest])?;
+    // Output gradients of tuned LayerNorms, per (norm, first internal row of the chunk).
+    let mut d_y: BTreeMap<(NormSite, usize), (Range<usize>, usize, GpuTensor)> = BTreeMap::new();
     let mut tables: HashMap<Range<usize>, wgpu::Buffer> = HashMap::new();
     for (kept, w_off, b_off, n, k, tokens) in work {
         let rows = kept.rows.len();
@@ -141,8 +147,53 @@ pub(super) fn record_lr(
         if let Some(b) = b_off {
             ops.push(ops::grad_bias(&e, rows, tokens, g, b)?);
         }
+        let tuned_norm = NormSite::feeding(kept.site).filter(|&norm| {
+            model
+                .ids
+                .norm(norm)
+                .is_some_and(|(gamma, _)| layout.offset(gamma).is_some())
+        });
+        if let Some(norm) = tuned_norm {
+            let (_, _, d) = match d_y.entry((norm, kept.rows.start)) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert((
+                    kept.rows.clone(),
+                    tokens,
+                    GpuTensor::zeros(ctx, "LayerNorm output gradient", &[rows, tokens, k])?,
+                )),
+            };
+            ops.push(ops::grad_back(
+                &e,
+                model.get(lin_weight(model, kept.site)?)?,
+                rows,
+                tokens,
+                d,
+            )?);
+        }
+    }
+    for ((norm, _), (range, tokens, d)) in d_y {
+        let (gamma, beta) = model.ids.norm(norm).ok_or_else(|| plan_err(format!("no {norm:?}")))?;
+        let (Some(g_off), Some(b_off)) = (layout.offset(gamma), layout.offset(beta)) else {
+            return Err(plan_err(format!("{norm:?}: gamma tuned without beta")));
+        };
+        let x_hat = inputs
+            .norms
+            .iter()
+            .find(|x| x.norm == norm && x.rows == range)
+            .ok_or_else(|| plan_err(format!("no x_hat kept for {norm:?} rows {range:?}")))?;
+        let rows = range.len();
+        ops.push(ops::grad_scaled(&d, &x_hat.tensor, rows, tokens, g, g_off)?);
+        ops.push(ops::grad_bias(&d, rows, tokens, g, b_off)?);
     }
     Ok(())
+}
+
+fn lin_weight(model: &GpuModel, site: LinearSite) -> Result<u32> {
+    model
+        .ids
+        .linear(site)
+        .map(|l| l.weight)
+        .ok_or_else(|| plan_err(format!("no layer at {site:?}")))
 }
 
 /// SPSA: `G_t += sum_k c_k z_k(t)` for every tuned tensor, `z_k` regenerated in the shader.

@@ -149,6 +149,69 @@ pub fn grad_bias(e: &GpuTensor, rows: usize, tokens: usize, g: &GpuTensor, out_o
     ))
 }
 
+/// `g[out_off + o] += sum_m e[m, o] u[m, o]`; `e`, `u`: `[rows, tokens, N]` (a LayerNorm's
+/// gamma: `e = d_y`, `u = x_hat`).
+pub fn grad_scaled(
+    e: &GpuTensor,
+    u: &GpuTensor,
+    rows: usize,
+    tokens: usize,
+    g: &GpuTensor,
+    out_off: usize,
+) -> Result<Op> {
+    const OP: &str = "grad_scaled";
+    let m = rows * tokens;
+    if m == 0 || !e.numel().is_multiple_of(m) || u.numel() != e.numel() {
+        return Err(shape_err(
+            OP,
+            format!("e {:?} and u {:?} are not both [{rows}, {tokens}, _]", e.shape, u.shape),
+        ));
+    }
+    let n = e.numel() / m;
+    let p = GradParams {
+        rows: to_u32(OP, "rows", rows)?,
+        tokens: to_u32(OP, "tokens", tokens)?,
+        n: to_u32(OP, "n", n)?,
+        out_off: check_slice(OP, g, out_off, n)?,
+        ..Default::default()
+    };
+    Ok(grad_op(
+        "scaled",
+        &p,
+        vec![(2, e.buffer.clone()), (3, u.buffer.clone()), (4, g.buffer.clone())],
+        grid(n),
+    ))
+}
+
+/// `d[m, i] += sum_o e[m, o] w[o, i]` over `m < rows * tokens`: `e: [rows, tokens, N]`,
+/// `w: [N, K]`, `d: [rows, tokens, K]` (a LayerNorm's output gradient from a linear layer's).
+pub fn grad_back(e: &GpuTensor, w: &GpuTensor, rows: usize, tokens: usize, d: &GpuTensor) -> Result<Op> {
+    const OP: &str = "grad_back";
+    let m = rows * tokens;
+    let n = w.shape.first().copied().unwrap_or(0);
+    if m == 0 || n == 0 || e.numel() != m * n || !w.numel().is_multiple_of(n) {
+        return Err(shape_err(
+            OP,
+            format!("e {:?} is not [{rows}, {tokens}, N] for w {:?}", e.shape, w.shape),
+        ));
+    }
+    let k = w.numel() / n;
+    expect_numel(OP, "d", d, m * k)?;
+    let p = GradParams {
+        rows: to_u32(OP, "rows", rows)?,
+        tokens: to_u32(OP, "tokens", tokens)?,
+        n: to_u32(OP, "n", n)?,
+        k: to_u32(OP, "k", k)?,
+        ..Default::default()
+    };
+    Ok(grad_op(
+        "back",
+        &p,
+        vec![(2, e.buffer.clone()), (3, w.buffer.clone()), (6, d.buffer.clone())],
+        grid(m * k),
+    ))
+}
+
 /// SPSA: `g[out_off + j] += sum_k c_k Stream::weight(seed, step, tensor, k)(j)` for the `n`
 /// elements of `tensor`; `coeff: [directions]` f32.
 #[allow(clippy::too_many_arguments)]
