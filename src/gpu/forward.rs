@@ -195,19 +195,8 @@ impl GpuForward {
                 })
             }
             None => {
-                let hidden_img = embed(ctx, model, images, b, &mut ops)?;
-                let img_scratch = Scratch::new(ctx, &dims, b)?;
-                let frozen = Stage {
-                    model,
-                    dims: &dims,
-                    pert: &pert,
-                    tables: None,
-                    chunk: None,
-                    row_base: 0,
-                };
-                for l in 0..plan.first_tuned {
-                    frozen.block(ctx, l, &hidden_img, b, &img_scratch, &mut LrInputs::default(), &mut ops)?;
-                }
+                let (hidden_img, img_scratch) =
+                    record_prefix(ctx, model, images, b, plan.first_tuned, &pert, &mut ops)?;
                 _img_scratch = Some(img_scratch);
                 hidden_img
             }
@@ -266,6 +255,39 @@ impl GpuForward {
             },
         };
         Ok((pending, hidden_img))
+    }
+
+    /// The residual stream entering block `first` of every image `[B, C, H, W]`: `[B, T, D]`
+    /// (embeddings and blocks `0..first`, unperturbed), submitted; later submissions see it.
+    pub fn prefix(ctx: &GpuContext, model: &GpuModel, images: &[f32], first: usize) -> Result<GpuTensor> {
+        let per_image = model.config.image_numel();
+        let layers = model.config.num_hidden_layers;
+        if images.is_empty() || !images.len().is_multiple_of(per_image) || first > layers {
+            return Err(GpuError::Shape {
+                op: "forward prefix",
+                message: format!(
+                    "{} pixel values of {per_image}-value images, up to block {first} of {layers}",
+                    images.len()
+                ),
+            });
+        }
+        let b = images.len() / per_image;
+        // Unperturbed: the table is bound (statically used) but never read.
+        let pert = PertView {
+            buffer: upload_bytes(ctx, "empty perturbation table", &[0u8; 16])?,
+            rows_off: 0,
+            groups_off: 0,
+            wscale_off: 0,
+            n_tensors: 0,
+        };
+        let mut ops = Vec::new();
+        let (hidden, _scratch) = record_prefix(ctx, model, images, b, first, &pert, &mut ops)?;
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("frozen prefix"),
+        });
+        ops::record(ctx, &mut encoder, &ops)?;
+        ctx.queue.submit([encoder.finish()]);
+        Ok(hidden)
     }
 
     /// [`GpuForward::submit`] then [`PendingForward::read`].
@@ -340,6 +362,34 @@ impl Scratch {
             logits: GpuTensor::zeros(ctx, "logits", &[rows, d.classes])?,
         })
     }
+}
+
+/// Records the embeddings and blocks `0..first` of `b` images: `[b, T, D]`, and the scratch the
+/// recorded ops use (keep it until the submission).
+fn record_prefix(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    images: &[f32],
+    b: usize,
+    first: usize,
+    pert: &PertView,
+    ops: &mut Vec<Op>,
+) -> Result<(GpuTensor, Scratch)> {
+    let dims = Dims::of(model);
+    let hidden = embed(ctx, model, images, b, ops)?;
+    let scratch = Scratch::new(ctx, &dims, b)?;
+    let frozen = Stage {
+        model,
+        dims: &dims,
+        pert,
+        tables: None,
+        chunk: None,
+        row_base: 0,
+    };
+    for l in 0..first {
+        frozen.block(ctx, l, &hidden, b, &scratch, &mut LrInputs::default(), ops)?;
+    }
+    Ok((hidden, scratch))
 }
 
 /// Pixels -> `[B, T, D]`: im2col, patch projection, CLS + position embeddings.

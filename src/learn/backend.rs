@@ -6,6 +6,9 @@ use super::estimate::{EstimatorKind, Query};
 use super::optim::Optimizer;
 use crate::model::{LinearSite, ViTForImageClassification};
 
+/// A backend's frozen-feature cache stops growing here; images beyond it are recomputed.
+pub const FEATURE_CACHE_BYTES: usize = 256 << 20;
+
 /// A batch of preprocessed images.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
-use super::backend::{Backend, Batch, CleanOut, StepPlan};
+use super::backend::{Backend, Batch, CleanOut, StepPlan, FEATURE_CACHE_BYTES};
 use super::error::LearnError;
 use super::estimate::EstimatorKind;
 use crate::model::nn::{cross_entropy, LayerNorm};
@@ -26,9 +26,6 @@ pub struct CpuBackend {
     features: HashMap<u64, (Vec<f32>, Vec<f32>)>,
     cached_bytes: usize,
 }
-
-/// The feature cache stops growing here; images beyond it are recomputed every time.
-const FEATURE_CACHE_BYTES: usize = 256 << 20;
 
 /// What the gradient needs of one perturbed site in one query.
 struct Recorded {

@@ -64,6 +64,13 @@ impl Backend for WebBackend {
         }
     }
 
+    fn freeze_below(&mut self, block: usize) {
+        match self {
+            WebBackend::Cpu(b) => b.freeze_below(block),
+            WebBackend::Gpu(b) => b.freeze_below(block),
+        }
+    }
+
     fn host_network(&self) -> &ViTForImageClassification {
         match self {
             WebBackend::Cpu(b) => b.host_network(),

@@ -12,12 +12,14 @@
 //! The [`Backend`] trait is async and implemented on the `*_async` methods on every target:
 //! natively callers block on it with `pollster`, in the browser the worker awaits it.
 
+mod features;
 mod grad;
 mod optim;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use features::FeatureBank;
 use grad::Layout;
 use optim::GpuOptimizer;
 
@@ -55,6 +57,8 @@ pub struct GpuBackend {
     prefix: Option<(Vec<f32>, usize, GpuTensor)>,
     /// The first tuned block of the last plan: where the clean pass splits its forward.
     first_tuned: Option<usize>,
+    /// Per-image streams entering the frozen boundary ([`Backend::freeze_below`]), across steps.
+    bank: FeatureBank,
     optimizer: Option<GpuOptimizer>,
     /// Chunking of the forwards.
     pub forward: ForwardOptions,
@@ -76,6 +80,7 @@ impl GpuBackend {
             last: None,
             prefix: None,
             first_tuned: None,
+            bank: FeatureBank::default(),
             optimizer: None,
             forward: ForwardOptions::default(),
         })
@@ -102,20 +107,39 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// The forward of `plan`, reusing the cached prefix when it is of the same batch and split.
+    /// The forward of `plan`, reusing the prefix of the same batch and split, or assembling it
+    /// from the feature bank when `plan` splits at the frozen boundary.
     async fn run(&mut self, batch: &Batch<'_>, plan: &RowPlan) -> Result<RowOutputs, LearnError> {
-        let cached = match &self.prefix {
-            // Block 0's input is the embedding output, which `Tuning::All` steps: not cached.
-            Some((px, ft, t)) if *ft == plan.first_tuned && *ft > 0 && px.as_slice() == batch.pixels => Some(t),
+        let same_batch = match &self.prefix {
+            // Block 0's input is the embedding output, which is never kept.
+            Some((px, ft, t)) if *ft == plan.first_tuned && *ft > 0 && px.as_slice() == batch.pixels => Some(t.clone()),
             _ => None,
         };
-        let reused = cached.is_some();
-        let (pending, hidden) =
-            GpuForward::submit_reusing(&self.ctx, &self.model, batch.pixels, plan, &self.forward, cached)?;
+        let reused = same_batch.is_some();
+        let given = match same_batch {
+            Some(t) => Some(t),
+            None if plan.first_tuned == self.bank.first && self.bank.first > 0 => {
+                Some(self.bank.batch(&self.ctx, &self.model, batch.pixels)?)
+            }
+            None => None,
+        };
+        let (pending, hidden) = GpuForward::submit_reusing(
+            &self.ctx,
+            &self.model,
+            batch.pixels,
+            plan,
+            &self.forward,
+            given.as_ref(),
+        )?;
         if !reused {
             self.prefix = Some((batch.pixels.to_vec(), plan.first_tuned, hidden));
         }
         Ok(pending.read(&self.ctx).await?)
+    }
+
+    /// Images whose frozen features are kept on the device.
+    pub fn kept_features(&self) -> usize {
+        self.bank.len()
     }
 
     /// [`Backend::clean`]: every block once per image, losses and logits back.
@@ -132,8 +156,12 @@ impl GpuBackend {
                     perturbation: Perturbation::Clean,
                 })
                 .collect(),
-            // Split where the last plan did, so that its query pass can reuse the prefix.
-            first_tuned: self.first_tuned.unwrap_or(self.net.vit.layers.len()),
+            // Split where the last plan did (or at the frozen boundary), so that the query pass
+            // can reuse the prefix.
+            first_tuned: self
+                .first_tuned
+                .or((self.bank.first > 0).then_some(self.bank.first))
+                .unwrap_or(self.net.vit.layers.len()),
         };
         let out = self.run(batch, &plan).await?;
         Ok(CleanOut {
@@ -304,6 +332,14 @@ impl GpuBackend {
     /// [`Backend::write_params`]: host copy and GPU buffers.
     pub fn write_params_now(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
         self.prefix = None;
+        let below = |t: u32| match self.model.ids.block_of(t) {
+            Ok(Some(block)) => block < self.bank.first,
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if tensors.iter().any(|&t| below(t)) {
+            self.bank.reset(self.bank.first);
+        }
         let mut params = self.net.params_mut();
         let mut off = 0;
         for &t in tensors {
@@ -374,6 +410,12 @@ impl Backend for GpuBackend {
 
     fn host_network(&self) -> &ViTForImageClassification {
         &self.net
+    }
+
+    fn freeze_below(&mut self, block: usize) {
+        if block != self.bank.first {
+            self.bank.reset(block);
+        }
     }
 
     async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError> {
