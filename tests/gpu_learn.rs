@@ -361,7 +361,9 @@ fn gpu_optimizer_step_lowers_the_clean_loss() {
 }
 
 /// Per-step wall time of the GPU and CPU backends on the default model, batch 16, n_bar 8,
-/// antithetic LR, Adam (`cargo test --release --test gpu_learn step_timing -- --ignored --nocapture`).
+/// antithetic LR, Adam, frozen features kept as in training (the same batch every step: the
+/// steady state after the first epoch)
+/// (`cargo test --release --test gpu_learn step_timing -- --ignored --nocapture`).
 #[test]
 #[ignore = "timing, prints only"]
 fn step_timing() {
@@ -378,8 +380,11 @@ fn step_timing() {
             pixels: &px,
             labels: &labels,
         };
+        let frozen = tuning.first_tuned_block(net.vit.layers.len());
         let mut cpu = CpuBackend::new(net.clone());
         let mut gpu = GpuBackend::new(ctx(), net).unwrap();
+        cpu.freeze_below(frozen);
+        gpu.freeze_below(frozen);
         time_steps("cpu", &mut cpu, &batch, kind, tuning, &alloc, config);
         time_steps("gpu", &mut gpu, &batch, kind, tuning, &alloc, config);
     }

@@ -176,8 +176,8 @@ impl CpuBackend {
                 .filter(|&r| plan.queries[r].point == point)
                 .collect()
         };
-        // Rows whose `key` is the same (the first tuned block reads the frozen prefix) are
-        // summed before one product; others are taken one by one.
+        // A point's rows that all see the same input (`same`: the first tuned block reads the
+        // frozen prefix) share one product of their summed noise; otherwise rows go one by one.
         let groups = |rows: Vec<usize>, same: &dyn Fn(usize, usize) -> bool| -> Vec<Vec<usize>> {
             match rows.first() {
                 Some(&r0) if rows.iter().all(|&r| same(r0, r)) => vec![rows],
