@@ -6,7 +6,8 @@
 //             0 for tokens t >= noise_tokens (as the forward's matmul)
 //   outer:    g[out_off + o * K + i] += sum_m e[m, o] * u[m, i]   (m over rows * tokens)
 //   bias:     g[out_off + o] += sum_m e[m, o]
-//   scaled:   g[out_off + o] += sum_m e[m, o] * u[m, o]     (LayerNorm gamma: e = d_y, u = x_hat)
+//   scaled:   g[out_off + o] += sum_m e[m, o] * u[m, o]   (LayerNorm gamma: e = d_y, u = x_hat;
+//             a separate entry: bias must not bind u, which may alias e)
 //   back:     d[m, i] += sum_o e[m, o] * u[o, i]            (d_y of a LayerNorm: u = W [N, K])
 //   spsa:     g[out_off + j] += sum_k c_k z_k(j),  z_k = Stream::weight(seed, step, tensor, k)
 // 1-D kernels use a 2-D grid: x * 64 threads per y.
@@ -142,7 +143,7 @@ fn bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     g[p.out_off + o] = g[p.out_off + o] + acc;
 }
 
-// One thread per unit o: the bias reduction weighted by u.
+// One thread per output unit o.
 @compute @workgroup_size(64)
 fn scaled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = flat_id(gid, nwg);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Golden;
+use common::{cosine, Golden};
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
@@ -14,13 +14,6 @@ use flops_web::learn::tuning::Tuning;
 use flops_web::model::perturb::TensorIds;
 use flops_web::model::Model;
 use pollster::block_on;
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
 
 struct Setup {
     backend: CpuBackend,

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::Golden;
+use common::{cosine, Golden};
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
@@ -23,13 +23,6 @@ use pollster::block_on;
 const ESTIMATES: usize = 2000;
 const THREADS: usize = 2;
 const SIGMA: f32 = 0.01;
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
 
 /// Sums over a thread's estimates: ours, the authors', and the sum of |ours|^2.
 struct Sums {

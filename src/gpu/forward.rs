@@ -156,17 +156,7 @@ impl GpuForward {
         prefix: Option<&GpuTensor>,
     ) -> Result<(PendingForward, GpuTensor)> {
         let cfg = &model.config;
-        let per_image = cfg.image_numel();
-        if images.is_empty() || !images.len().is_multiple_of(per_image) {
-            return Err(GpuError::Shape {
-                op: "forward",
-                message: format!(
-                    "{} pixel values are not a whole number of {per_image}-value images",
-                    images.len()
-                ),
-            });
-        }
-        let b = images.len() / per_image;
+        let b = image_count("forward", model, images)?;
         let classes = cfg.num_labels();
         plan.validate(&model.ids, b, classes)?;
         let per_chunk = rows_per_chunk(ctx, model)
@@ -260,26 +250,15 @@ impl GpuForward {
     /// The residual stream entering block `first` of every image `[B, C, H, W]`: `[B, T, D]`
     /// (embeddings and blocks `0..first`, unperturbed), submitted; later submissions see it.
     pub fn prefix(ctx: &GpuContext, model: &GpuModel, images: &[f32], first: usize) -> Result<GpuTensor> {
-        let per_image = model.config.image_numel();
+        let b = image_count("forward prefix", model, images)?;
         let layers = model.config.num_hidden_layers;
-        if images.is_empty() || !images.len().is_multiple_of(per_image) || first > layers {
+        if first > layers {
             return Err(GpuError::Shape {
                 op: "forward prefix",
-                message: format!(
-                    "{} pixel values of {per_image}-value images, up to block {first} of {layers}",
-                    images.len()
-                ),
+                message: format!("up to block {first} of a {layers}-block model"),
             });
         }
-        let b = images.len() / per_image;
-        // Unperturbed: the table is bound (statically used) but never read.
-        let pert = PertView {
-            buffer: upload_bytes(ctx, "empty perturbation table", &[0u8; 16])?,
-            rows_off: 0,
-            groups_off: 0,
-            wscale_off: 0,
-            n_tensors: 0,
-        };
+        let pert = PertView::unused(ctx)?;
         let mut ops = Vec::new();
         let (hidden, _scratch) = record_prefix(ctx, model, images, b, first, &pert, &mut ops)?;
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -362,6 +341,21 @@ impl Scratch {
             logits: GpuTensor::zeros(ctx, "logits", &[rows, d.classes])?,
         })
     }
+}
+
+/// How many images `[B, C, H, W]` `images` holds (at least one).
+pub(crate) fn image_count(op: &'static str, model: &GpuModel, images: &[f32]) -> Result<usize> {
+    let per_image = model.config.image_numel();
+    if images.is_empty() || !images.len().is_multiple_of(per_image) {
+        return Err(GpuError::Shape {
+            op,
+            message: format!(
+                "{} pixel values are not a whole number of {per_image}-value images",
+                images.len()
+            ),
+        });
+    }
+    Ok(images.len() / per_image)
 }
 
 /// Records the embeddings and blocks `0..first` of `b` images: `[b, T, D]`, and the scratch the
@@ -543,6 +537,20 @@ impl Stage<'_> {
         Ok(t)
     }
 
+    /// The CLS token of each row of `full: [rows, T, D]` into `cls: [rows, D]`.
+    fn gather_cls(&self, full: &GpuTensor, rows: usize, identity: &wgpu::Buffer, cls: &GpuTensor) -> Result<Op> {
+        let row_width = self.dims.t * self.dims.d;
+        ops::gather(
+            &full.view(&[rows, row_width])?,
+            identity,
+            rows,
+            self.dims.d,
+            row_width,
+            0,
+            cls,
+        )
+    }
+
     /// When `consumer` is LR-perturbed: `x_hat` of `x: [rows, T, D]` for `norm` into a kept
     /// buffer (`[rows, T, D]`, or its CLS token `[rows, D]` via `tmp` when `cls_only`).
     #[allow(clippy::too_many_arguments)]
@@ -586,16 +594,7 @@ impl Stage<'_> {
                 let t = GpuTensor::zeros(ctx, "LR LayerNorm x_hat (CLS)", &[rows, d.d])?;
                 let full = tmp.view(&[rows, d.t, d.d])?;
                 ops.push(normalize(&full)?);
-                let row_width = d.t * d.d;
-                ops.push(ops::gather(
-                    &full.view(&[rows, row_width])?,
-                    identity,
-                    rows,
-                    d.d,
-                    row_width,
-                    0,
-                    &t,
-                )?);
+                ops.push(self.gather_cls(&full, rows, identity, &t)?);
                 t
             }
         };
@@ -679,16 +678,7 @@ impl Stage<'_> {
         )?;
         ops.push(self.layer_norm(ids.final_ln, x, rows, &a)?);
         let cls = self.input_buffer(ctx, &[LinearSite::Classifier], &s.cls, &[rows, d.d], kept)?;
-        let row_width = d.t * d.d;
-        ops.push(ops::gather(
-            &a.view(&[rows, row_width])?,
-            identity,
-            rows,
-            d.d,
-            row_width,
-            0,
-            &cls,
-        )?);
+        ops.push(self.gather_cls(&a, rows, identity, &cls)?);
         let logits = s.logits.view(&[rows, d.classes])?;
         ops.push(self.linear(LinearSite::Classifier, ids.classifier, &cls, rows, 1, &logits, false)?);
         ops.push(ops::loss(

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::error::{GpuError, Result};
-use crate::gpu::forward::GpuForward;
+use crate::gpu::error::Result;
+use crate::gpu::forward::{image_count, GpuForward};
 use crate::gpu::model::GpuModel;
 use crate::gpu::tensor::GpuTensor;
 use crate::learn::backend::FEATURE_CACHE_BYTES;
@@ -51,13 +51,8 @@ impl FeatureBank {
     /// are copied from the bank; the others are computed together and kept while the bank is
     /// under [`FEATURE_CACHE_BYTES`]. Submitted; later submissions see the result.
     pub fn batch(&mut self, ctx: &GpuContext, model: &GpuModel, pixels: &[f32]) -> Result<GpuTensor> {
+        image_count("feature bank", model, pixels)?;
         let per = model.config.image_numel();
-        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
-            return Err(GpuError::Shape {
-                op: "feature bank",
-                message: format!("{} pixel values are not whole {per}-value images", pixels.len()),
-            });
-        }
         let images: Vec<&[f32]> = pixels.chunks_exact(per).collect();
         let (t, d) = (model.config.seq_len(), model.config.hidden_size);
         let row = (t * d * 4) as u64;

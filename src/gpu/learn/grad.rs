@@ -145,7 +145,7 @@ pub(super) fn record_lr(
         )?);
         ops.push(ops::grad_outer(&e, &u, rows, tokens, g, w_off)?);
         if let Some(b) = b_off {
-            ops.push(ops::grad_bias(&e, rows, tokens, g, b)?);
+            ops.push(ops::grad_bias(&e, None, rows, tokens, g, b)?);
         }
         let tuned_norm = NormSite::feeding(kept.site).filter(|&norm| {
             model
@@ -182,8 +182,8 @@ pub(super) fn record_lr(
             .find(|x| x.norm == norm && x.rows == range)
             .ok_or_else(|| plan_err(format!("no x_hat kept for {norm:?} rows {range:?}")))?;
         let rows = range.len();
-        ops.push(ops::grad_scaled(&d, &x_hat.tensor, rows, tokens, g, g_off)?);
-        ops.push(ops::grad_bias(&d, rows, tokens, g, b_off)?);
+        ops.push(ops::grad_bias(&d, Some(&x_hat.tensor), rows, tokens, g, g_off)?);
+        ops.push(ops::grad_bias(&d, None, rows, tokens, g, b_off)?);
     }
     Ok(())
 }

@@ -126,45 +126,26 @@ pub fn grad_outer(
     ))
 }
 
-/// `g[out_off + o] += sum_m e[m, o]`; `e: [rows, tokens, N]`.
-pub fn grad_bias(e: &GpuTensor, rows: usize, tokens: usize, g: &GpuTensor, out_off: usize) -> Result<Op> {
-    const OP: &str = "grad_bias";
-    let m = rows * tokens;
-    if m == 0 || !e.numel().is_multiple_of(m) {
-        return Err(shape_err(OP, format!("e {:?} is not [{rows}, {tokens}, _]", e.shape)));
-    }
-    let n = e.numel() / m;
-    let p = GradParams {
-        rows: to_u32(OP, "rows", rows)?,
-        tokens: to_u32(OP, "tokens", tokens)?,
-        n: to_u32(OP, "n", n)?,
-        out_off: check_slice(OP, g, out_off, n)?,
-        ..Default::default()
-    };
-    Ok(grad_op(
-        "bias",
-        &p,
-        vec![(2, e.buffer.clone()), (4, g.buffer.clone())],
-        grid(n),
-    ))
-}
-
-/// `g[out_off + o] += sum_m e[m, o] u[m, o]`; `e`, `u`: `[rows, tokens, N]` (a LayerNorm's
-/// gamma: `e = d_y`, `u = x_hat`).
-pub fn grad_scaled(
+/// `g[out_off + o] += sum_m e[m, o]`, or `sum_m e[m, o] u[m, o]` with `weight = Some(u)` (a
+/// LayerNorm's gamma: `e = d_y`, `u = x_hat`); `e`, `u`: `[rows, tokens, N]`.
+pub fn grad_bias(
     e: &GpuTensor,
-    u: &GpuTensor,
+    weight: Option<&GpuTensor>,
     rows: usize,
     tokens: usize,
     g: &GpuTensor,
     out_off: usize,
 ) -> Result<Op> {
-    const OP: &str = "grad_scaled";
+    const OP: &str = "grad_bias";
     let m = rows * tokens;
-    if m == 0 || !e.numel().is_multiple_of(m) || u.numel() != e.numel() {
+    if m == 0 || !e.numel().is_multiple_of(m) || weight.is_some_and(|u| u.numel() != e.numel()) {
         return Err(shape_err(
             OP,
-            format!("e {:?} and u {:?} are not both [{rows}, {tokens}, _]", e.shape, u.shape),
+            format!(
+                "e {:?} (weight {:?}) is not [{rows}, {tokens}, _]",
+                e.shape,
+                weight.map(|u| &u.shape)
+            ),
         ));
     }
     let n = e.numel() / m;
@@ -175,12 +156,12 @@ pub fn grad_scaled(
         out_off: check_slice(OP, g, out_off, n)?,
         ..Default::default()
     };
-    Ok(grad_op(
-        "scaled",
-        &p,
-        vec![(2, e.buffer.clone()), (3, u.buffer.clone()), (4, g.buffer.clone())],
-        grid(n),
-    ))
+    let (entry, mut bindings) = match weight {
+        Some(u) => ("scaled", vec![(3, u.buffer.clone())]),
+        None => ("bias", vec![]),
+    };
+    bindings.extend([(2, e.buffer.clone()), (4, g.buffer.clone())]);
+    Ok(grad_op(entry, &p, bindings, grid(n)))
 }
 
 /// `d[m, i] += sum_o e[m, o] w[o, i]` over `m < rows * tokens`: `e: [rows, tokens, N]`,
