@@ -1,9 +1,10 @@
 //! The LR estimator of the head + last-block gradient against PyTorch autograd
 //! (tests/fixtures/default_grad_lr.safetensors): for a fixed batch and a fixed non-uniform
-//! allocation, the mean of 2000 estimates converges to the backprop gradient of every LR-tuned
-//! tensor (the last block's Q, K, V, attention output, fc1, fc2 and the classifier); the authors'
-//! row averaging does not. The empirical trace covariance matches `(1/B^2) sum V_i / p_i`, with
-//! `V_i` the per-pair variance the fixture script computes from autograd activations.
+//! allocation, the mean of 2000 estimates converges to the backprop gradient of every tuned
+//! tensor (the last block's Q, K, V, attention output, fc1, fc2 and both LayerNorms, the final
+//! LayerNorm and the classifier); the authors' row averaging does not. The empirical trace
+//! covariance of the linear layers' part matches `(1/B^2) sum V_i / p_i`, with `V_i` the per-pair
+//! variance the fixture script computes from autograd activations.
 //!
 //! The last block has ~6,700 perturbed activations per query, so this needs 1.6M queries; they
 //! run on the CPU backend on two threads (a few minutes in the test profile).

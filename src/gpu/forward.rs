@@ -551,21 +551,21 @@ impl Stage<'_> {
         )
     }
 
-    /// When `consumer` is LR-perturbed: `x_hat` of `x: [rows, T, D]` for `norm` into a kept
-    /// buffer (`[rows, T, D]`, or its CLS token `[rows, D]` via `tmp` when `cls_only`).
+    /// When any of `consumers` is LR-perturbed: `x_hat` of `x: [rows, T, D]` for `norm` into a
+    /// kept buffer (`[rows, T, D]`, or its CLS token `[rows, D]` via `tmp` when `cls_only`).
     #[allow(clippy::too_many_arguments)]
     fn keep_norm(
         &self,
         ctx: &GpuContext,
         norm: NormSite,
-        consumer: LinearSite,
+        consumers: &[LinearSite],
         x: &GpuTensor,
         rows: usize,
         cls_only: Option<(&GpuTensor, &wgpu::Buffer)>,
         kept: &mut LrInputs,
         ops: &mut Vec<Op>,
     ) -> Result<()> {
-        let (Some(chunk), true) = (self.chunk, self.is_lr(consumer)) else {
+        let (Some(chunk), true) = (self.chunk, consumers.iter().any(|&s| self.is_lr(s))) else {
             return Ok(());
         };
         let d = self.dims;
@@ -620,7 +620,8 @@ impl Stage<'_> {
     ) -> Result<()> {
         let d = self.dims;
         let ids = self.model.ids.layers[l];
-        self.keep_norm(ctx, NormSite::Before(l), LinearSite::Key(l), x, rows, None, kept, ops)?;
+        let qkv = [LinearSite::Query(l), LinearSite::Key(l), LinearSite::Value(l)];
+        self.keep_norm(ctx, NormSite::Before(l), &qkv, x, rows, None, kept, ops)?;
         let td = [rows, d.t, d.d];
         let a = self.input_buffer(
             ctx,
@@ -638,7 +639,7 @@ impl Stage<'_> {
         ops.push(ops::attention(&q, &k, &v, &c, rows, d.t, d.d, d.heads)?);
         ops.push(self.linear(LinearSite::AttnOut(l), ids.attn_out, &c, rows, d.t, &o, false)?);
         ops.push(ops::add(x, &o)?);
-        self.keep_norm(ctx, NormSite::After(l), LinearSite::Fc1(l), x, rows, None, kept, ops)?;
+        self.keep_norm(ctx, NormSite::After(l), &[LinearSite::Fc1(l)], x, rows, None, kept, ops)?;
         let a2 = self.input_buffer(ctx, &[LinearSite::Fc1(l)], &s.a, &td, kept)?;
         ops.push(self.layer_norm(ids.ln_after, x, rows, &a2)?);
         let h = self.input_buffer(ctx, &[LinearSite::Fc2(l)], &s.h, &[rows, d.t, d.inner], kept)?;
@@ -669,7 +670,7 @@ impl Stage<'_> {
         self.keep_norm(
             ctx,
             NormSite::Final,
-            LinearSite::Classifier,
+            &[LinearSite::Classifier],
             x,
             rows,
             cls_only,

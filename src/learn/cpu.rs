@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::backend::{Backend, Batch, CleanOut, StepPlan, FEATURE_CACHE_BYTES};
 use super::error::LearnError;
-use super::estimate::EstimatorKind;
+use super::estimate::{EstimatorKind, Query};
 use crate::model::nn::{cross_entropy, LayerNorm};
 use crate::model::perturb::TensorIds;
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
@@ -17,8 +17,9 @@ use crate::noise::Stream;
 
 pub struct CpuBackend {
     pub net: ViTForImageClassification,
-    /// Per query (LR): what the gradient needs.
+    /// Per query (LR): what the gradient needs, and the (seed, step, queries) it is of.
     recorded: Vec<QueryRecord>,
+    recorded_for: Option<(u64, u32, Vec<Query>)>,
     /// Blocks below `frozen` are not tuned in this run, so each image's residual stream
     /// entering block `frozen` is computed once and kept across steps (0: nothing cached).
     frozen: usize,
@@ -48,13 +49,15 @@ struct QueryRecord {
 /// regenerated.
 struct RecordingNoise<'a> {
     noise: LrNoiseHook,
+    /// The LayerNorms whose affine map is tuned: their `x_hat` is recorded.
+    norms: &'a [NormSite],
     reuse: Option<&'a QueryRecord>,
     record: QueryRecord,
 }
 
 impl ForwardHook for RecordingNoise<'_> {
     fn layer_norm(&mut self, site: NormSite, norm: &LayerNorm, input: &[f32]) {
-        if self.noise.sites.iter().any(|&s| NormSite::feeding(s) == Some(site)) {
+        if self.norms.contains(&site) {
             self.record.norms.insert(site, norm.normalize(input));
         }
     }
@@ -84,6 +87,7 @@ impl CpuBackend {
         Self {
             net,
             recorded: Vec::new(),
+            recorded_for: None,
             frozen: 0,
             features: HashMap::new(),
             cached_bytes: 0,
@@ -158,13 +162,17 @@ impl CpuBackend {
         slot: &dyn Fn(u32) -> Option<usize>,
         grad: &mut [f64],
     ) -> Result<(), LearnError> {
-        if self.recorded.len() != plan.queries.len() || coefficients.len() != plan.queries.len() {
+        let same_forward = self
+            .recorded_for
+            .as_ref()
+            .is_some_and(|(seed, step, q)| *seed == plan.seed && *step == plan.step && *q == plan.queries);
+        if !same_forward || self.recorded.len() != plan.queries.len() || coefficients.len() != plan.queries.len() {
             return Err(LearnError::Config {
                 message: format!(
-                    "gradient of {} queries with {} coefficients after a forward of {}",
+                    "gradient of step {} ({} queries, {} coefficients) without that step's query forward",
+                    plan.step,
                     plan.queries.len(),
-                    coefficients.len(),
-                    self.recorded.len()
+                    coefficients.len()
                 ),
             });
         }
@@ -210,10 +218,7 @@ impl CpuBackend {
                 }
             }
         }
-        let mut norms: Vec<NormSite> = plan.sites.iter().filter_map(|&s| NormSite::feeding(s)).collect();
-        norms.sort_unstable();
-        norms.dedup();
-        for norm in norms {
+        for norm in tuned_norms(plan, &ids) {
             let Some((gamma, beta)) = ids.norm(norm) else { continue };
             let (Some(g_off), Some(b_off)) = (slot(gamma), slot(beta)) else {
                 continue;
@@ -259,6 +264,19 @@ impl CpuBackend {
         }
         Ok(())
     }
+}
+
+/// The LayerNorms feeding `plan`'s perturbed sites whose affine map `plan` tunes.
+fn tuned_norms(plan: &StepPlan, ids: &TensorIds) -> Vec<NormSite> {
+    let mut norms: Vec<NormSite> = plan
+        .sites
+        .iter()
+        .filter_map(|&s| NormSite::feeding(s))
+        .filter(|&n| ids.norm(n).is_some_and(|(gamma, _)| plan.tensors.contains(&gamma)))
+        .collect();
+    norms.sort_unstable();
+    norms.dedup();
+    norms
 }
 
 /// `G_W[o, i] += sum_t e[t, o] u[t, i]`, `G_b[o] += sum_t e[t, o]` at the given offsets.
@@ -311,8 +329,11 @@ impl Backend for CpuBackend {
         let prefixes = self.prefixes(batch, plan.first_tuned);
         let mut losses = vec![0.0f32; plan.queries.len()];
         self.recorded.clear();
+        self.recorded_for = Some((plan.seed, plan.step, plan.queries.clone()));
         match plan.kind {
             EstimatorKind::Lr { sigma, .. } => {
+                let ids = TensorIds::of(&self.net);
+                let norms = tuned_norms(plan, &ids);
                 // The first tuned block's clean Q, K, V do not depend on the noise: once per image.
                 let net = &self.net;
                 let first = plan.first_tuned;
@@ -329,6 +350,7 @@ impl Backend for CpuBackend {
                         prev.noise == q.noise && prev.point == q.point
                     });
                     let mut hook = RecordingNoise {
+                        norms: &norms,
                         reuse: partner.map(|p| &self.recorded[p]),
                         record: QueryRecord::default(),
                         noise: LrNoiseHook {
@@ -412,6 +434,17 @@ impl Backend for CpuBackend {
     }
 
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
+        // A frozen tensor changed: the kept features are stale.
+        let ids = TensorIds::of(&self.net);
+        let frozen = |t: u32| match ids.block_of(t) {
+            Ok(Some(block)) => block < self.frozen,
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if tensors.iter().any(|&t| frozen(t)) {
+            self.features.clear();
+            self.cached_bytes = 0;
+        }
         let mut params = self.net.params_mut();
         let mut off = 0;
         for &t in tensors {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::error::Result;
+use crate::gpu::error::{GpuError, Result};
 use crate::gpu::forward::{image_count, GpuForward};
 use crate::gpu::model::GpuModel;
 use crate::gpu::tensor::GpuTensor;
@@ -71,10 +71,12 @@ impl FeatureBank {
             for (j, &i) in missing.iter().enumerate() {
                 encoder.copy_buffer_to_buffer(&fresh.buffer, j as u64 * row, &out.buffer, i as u64 * row, row);
                 let bytes = row as usize + 4 * per;
-                if self.bytes + bytes <= FEATURE_CACHE_BYTES && self.get(images[i]).is_none() {
+                // A key taken by other pixels (a hash collision) stays with its first image.
+                let k = key(images[i]);
+                if self.bytes + bytes <= FEATURE_CACHE_BYTES && !self.images.contains_key(&k) {
                     let kept = GpuTensor::zeros(ctx, "kept features", &[t, d])?;
                     encoder.copy_buffer_to_buffer(&fresh.buffer, j as u64 * row, &kept.buffer, 0, row);
-                    self.images.insert(key(images[i]), (images[i].to_vec(), kept));
+                    self.images.insert(k, (images[i].to_vec(), kept));
                     self.bytes += bytes;
                 }
             }
@@ -83,9 +85,11 @@ impl FeatureBank {
             if missing.contains(&i) {
                 continue;
             }
-            if let Some(kept) = self.get(img) {
-                encoder.copy_buffer_to_buffer(&kept.buffer, 0, &out.buffer, i as u64 * row, row);
-            }
+            let kept = self.get(img).ok_or_else(|| GpuError::Shape {
+                op: "feature bank",
+                message: format!("image {i} was kept but is gone"),
+            })?;
+            encoder.copy_buffer_to_buffer(&kept.buffer, 0, &out.buffer, i as u64 * row, row);
         }
         ctx.queue.submit([encoder.finish()]);
         Ok(out)
