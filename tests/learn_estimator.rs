@@ -289,3 +289,32 @@ fn flops_allocator_slope_turns_positive_on_one_sided_lr() {
         "the slope must come from the measured variances: {a} vs control {a0}"
     );
 }
+
+/// The CPU backend keeps the last query forward's noise for the gradient: asking for the
+/// gradient of another step is an error, not a silent estimate from the wrong noise.
+#[test]
+fn gradient_needs_its_own_query_forward() {
+    let alloc = [2usize; 8];
+    let kind = EstimatorKind::Lr {
+        sigma: 0.01,
+        antithetic: true,
+    };
+    let Setup {
+        mut backend,
+        pixels,
+        labels,
+        clean_losses,
+        mut plan,
+        ..
+    } = setup(kind, &alloc);
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
+    };
+    let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
+    let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, 0.01);
+    assert!(block_on(backend.gradient(&plan, &c)).is_ok());
+    plan.step += 1;
+    let err = block_on(backend.gradient(&plan, &c)).unwrap_err().to_string();
+    assert!(err.contains("without that step's query forward"), "{err}");
+}
