@@ -5,17 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::root;
-
-fn flops(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flops"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run flops")
-}
+use common::{flops, root};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("flops-ft-{}-{name}", std::process::id()));

@@ -5,17 +5,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-use common::{fixture, root};
-
-fn flops(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flops"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run flops")
-}
+use common::{fixture, flops};
 
 fn samples() -> Vec<(String, String)> {
     (0..10)

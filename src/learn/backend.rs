@@ -70,12 +70,11 @@ pub trait Backend {
     /// are exact, but tensors a device stepped since the last [`Backend::network`] may be older.
     /// For shapes, tensor ids and labels.
     fn host_network(&self) -> &ViTForImageClassification;
-    /// The network as it is now (for evaluation on the CPU and export): the GPU backend reads
-    /// the tensors it stepped back into the host copy first.
     /// Declares that blocks below `block` stay frozen from now on (the trainer calls this
     /// once), so a backend may cache each image's activations entering `block` across steps.
     fn freeze_below(&mut self, _block: usize) {}
-
+    /// The network as it is now (for evaluation on the CPU and export): the GPU backend reads
+    /// the tensors it stepped back into the host copy first.
     async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError>;
 
     /// One optimiser step on the tuned tensors from the estimate of `coefficients` (as

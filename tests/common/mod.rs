@@ -10,6 +10,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the `flops` binary from the repository root.
+pub fn flops(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flops"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run flops")
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
