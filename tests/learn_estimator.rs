@@ -133,6 +133,14 @@ fn head_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         })
         .collect();
     let cos_ours = cosine(&ours, &truth);
+    // Magnitude too: the mean's component along the truth, in units of the truth (1 if unbiased).
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let scale = dot(&ours, &truth) / dot(&truth, &truth);
+    eprintln!("scale of our mean along autograd: {scale:.4}");
+    assert!(
+        (scale - 1.0).abs() <= 0.05,
+        "our estimate's mean is {scale} times the autograd gradient along it"
+    );
     let cos_auth_truth = cosine(&authors, &truth);
     let cos_auth_reweighted = cosine(&authors, &reweighted);
     eprintln!("cos(ours, autograd) {cos_ours:.4}; cos(row-averaged, autograd) {cos_auth_truth:.4}; cos(row-averaged, reweighted) {cos_auth_reweighted:.4}");

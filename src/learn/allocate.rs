@@ -99,6 +99,8 @@ pub trait Allocator {
     fn params(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
+    /// The trainer calls this when epoch `epoch` (0-based) begins; default: nothing changes.
+    fn set_epoch(&mut self, _epoch: usize) {}
 }
 
 /// Makes the allocator `kind`, seeded.
@@ -241,11 +243,6 @@ impl Bernoulli {
             p: 0.3,
         }
     }
-
-    /// The trainer calls this at epoch boundaries.
-    pub fn set_epoch(&mut self, epoch: usize) {
-        self.p = if epoch == 0 { 0.3 } else { 0.01 };
-    }
 }
 
 impl Allocator for Bernoulli {
@@ -276,6 +273,10 @@ impl Allocator for Bernoulli {
 
     fn params(&self) -> Vec<(&'static str, f64)> {
         vec![("p", self.p)]
+    }
+
+    fn set_epoch(&mut self, epoch: usize) {
+        self.p = if epoch == 0 { 0.3 } else { 0.01 };
     }
 }
 

@@ -203,6 +203,7 @@ impl<B: Backend> Trainer<B> {
         if self.cursor == usize::MAX || self.cursor + b > self.order.len() {
             if self.cursor != usize::MAX {
                 self.epoch += 1;
+                self.allocator.set_epoch(self.epoch);
             }
             self.order = (0..self.train.len()).collect();
             self.order.shuffle(&mut self.rng);
