@@ -56,22 +56,7 @@ fn images(net: &ViTForImageClassification, n: usize, seed: u64) -> (Vec<f32>, Ve
 }
 
 fn plan(net: &ViTForImageClassification, kind: EstimatorKind, tuning: Tuning, alloc: &[usize], step: u32) -> StepPlan {
-    let layers = net.vit.layers.len();
-    let ids = TensorIds::of(net);
-    let sites = match kind {
-        EstimatorKind::Lr { .. } => tuning.lr_sites(layers),
-        EstimatorKind::Spsa { .. } => Vec::new(),
-    };
-    let tensors = tuning.tensors(&ids);
-    StepPlan {
-        kind,
-        seed: 11,
-        step,
-        queries: plan_queries(kind, alloc),
-        first_tuned: tuning.first_tuned_block(layers),
-        sites,
-        tensors,
-    }
+    StepPlan::new(kind, tuning, &TensorIds::of(net), 11, step, plan_queries(kind, alloc))
 }
 
 /// max |a - b| / max |b|.

@@ -57,15 +57,7 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
         labels: &labels,
     }))
     .unwrap();
-    let plan = StepPlan {
-        kind,
-        seed: 42,
-        step: 0,
-        queries: plan_queries(kind, alloc),
-        first_tuned: Tuning::Head.first_tuned_block(layers),
-        sites: Tuning::Head.lr_sites(layers),
-        tensors: Tuning::Head.tensors(&ids),
-    };
+    let plan = StepPlan::new(kind, Tuning::Head, &ids, 42, 0, plan_queries(kind, alloc));
     Setup {
         backend,
         pixels,

@@ -56,15 +56,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         sigma: SIGMA,
         antithetic: true,
     };
-    let plan = StepPlan {
-        kind,
-        seed: 7,
-        step: 0,
-        queries: plan_queries(kind, &alloc),
-        first_tuned: tuning.first_tuned_block(layers),
-        sites: tuning.lr_sites(layers),
-        tensors: tuning.tensors(&ids),
-    };
+    let plan = StepPlan::new(kind, tuning, &ids, 7, 0, plan_queries(kind, &alloc));
     // The autograd gradient of every tuned tensor, in plan order.
     let params = model.net.params();
     let truth: Vec<f64> = plan

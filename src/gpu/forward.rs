@@ -623,13 +623,7 @@ impl Stage<'_> {
         let qkv = [LinearSite::Query(l), LinearSite::Key(l), LinearSite::Value(l)];
         self.keep_norm(ctx, NormSite::Before(l), &qkv, x, rows, None, kept, ops)?;
         let td = [rows, d.t, d.d];
-        let a = self.input_buffer(
-            ctx,
-            &[LinearSite::Query(l), LinearSite::Key(l), LinearSite::Value(l)],
-            &s.a,
-            &td,
-            kept,
-        )?;
+        let a = self.input_buffer(ctx, &qkv, &s.a, &td, kept)?;
         let (q, k, v, o) = (s.q.view(&td)?, s.k.view(&td)?, s.v.view(&td)?, s.o.view(&td)?);
         ops.push(self.layer_norm(ids.ln_before, x, rows, &a)?);
         ops.push(self.linear(LinearSite::Query(l), ids.query, &a, rows, d.t, &q, false)?);

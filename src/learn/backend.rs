@@ -4,6 +4,8 @@
 use super::error::LearnError;
 use super::estimate::{EstimatorKind, Query};
 use super::optim::Optimizer;
+use super::tuning::Tuning;
+use crate::model::perturb::TensorIds;
 use crate::model::{LinearSite, ViTForImageClassification};
 
 /// A backend's frozen-feature cache stops growing here; images beyond it are recomputed.
@@ -47,6 +49,33 @@ pub struct StepPlan {
     pub sites: Vec<LinearSite>,
     /// The tuned tensor ids (indices into `net.params()`), sorted.
     pub tensors: Vec<u32>,
+}
+
+impl StepPlan {
+    /// Step `step`'s plan: where it splits, what LR perturbs (nothing for SPSA, which perturbs
+    /// the tensors) and the tuned tensors all follow from `kind` and `tuning`.
+    pub fn new(
+        kind: EstimatorKind,
+        tuning: Tuning,
+        ids: &TensorIds,
+        seed: u64,
+        step: u32,
+        queries: Vec<Query>,
+    ) -> Self {
+        let layers = ids.layers.len();
+        Self {
+            kind,
+            seed,
+            step,
+            queries,
+            first_tuned: tuning.first_tuned_block(layers),
+            sites: match kind {
+                EstimatorKind::Lr { .. } => tuning.lr_sites(layers),
+                EstimatorKind::Spsa { .. } => Vec::new(),
+            },
+            tensors: tuning.tensors(ids),
+        }
+    }
 }
 
 /// A compute backend, used generically (never as `dyn`). The methods are `async` because the

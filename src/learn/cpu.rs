@@ -16,7 +16,9 @@ use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ViTForImageClassif
 use crate::noise::Stream;
 
 pub struct CpuBackend {
+    /// Its values may change; its structure must not (`ids` are of it).
     pub net: ViTForImageClassification,
+    ids: TensorIds,
     /// Per query (LR): what the gradient needs, and the (seed, step, queries) it is of.
     recorded: Vec<QueryRecord>,
     recorded_for: Option<(u64, u32, Vec<Query>)>,
@@ -85,6 +87,7 @@ impl ForwardHook for RecordingNoise<'_> {
 impl CpuBackend {
     pub fn new(net: ViTForImageClassification) -> Self {
         Self {
+            ids: TensorIds::of(&net),
             net,
             recorded: Vec::new(),
             recorded_for: None,
@@ -133,7 +136,8 @@ impl CpuBackend {
         }
         let stream = self.prefix(pixels, first);
         let bytes = 4 * (pixels.len() + stream.len());
-        if self.cached_bytes + bytes <= FEATURE_CACHE_BYTES {
+        // A key taken by other pixels (a hash collision) stays with its first image.
+        if self.cached_bytes + bytes <= FEATURE_CACHE_BYTES && !self.features.contains_key(&key) {
             self.cached_bytes += bytes;
             self.features.insert(key, (pixels.to_vec(), stream.clone()));
         }
@@ -177,7 +181,7 @@ impl CpuBackend {
             });
         }
         let params = self.net.params();
-        let ids = TensorIds::of(&self.net);
+        let ids = &self.ids;
         let points = plan.queries.iter().map(|q| q.point + 1).max().unwrap_or(0);
         let rows_of = |point: usize| -> Vec<usize> {
             (0..plan.queries.len())
@@ -218,7 +222,7 @@ impl CpuBackend {
                 }
             }
         }
-        for norm in tuned_norms(plan, &ids) {
+        for norm in tuned_norms(plan, ids) {
             let Some((gamma, beta)) = ids.norm(norm) else { continue };
             let (Some(g_off), Some(b_off)) = (slot(gamma), slot(beta)) else {
                 continue;
@@ -309,7 +313,7 @@ impl Backend for CpuBackend {
         let mut logits = Vec::new();
         let first = self.frozen;
         for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
-            let z = self.net.logits_from(hidden, first, &mut NoHook);
+            let z = self.net.logits_from(&hidden, first, &mut NoHook);
             losses.push(cross_entropy(&z, y));
             logits.extend(z);
         }
@@ -332,8 +336,7 @@ impl Backend for CpuBackend {
         self.recorded_for = Some((plan.seed, plan.step, plan.queries.clone()));
         match plan.kind {
             EstimatorKind::Lr { sigma, .. } => {
-                let ids = TensorIds::of(&self.net);
-                let norms = tuned_norms(plan, &ids);
+                let norms = tuned_norms(plan, &self.ids);
                 // The first tuned block's clean Q, K, V do not depend on the noise: once per image.
                 let net = &self.net;
                 let first = plan.first_tuned;
@@ -364,7 +367,7 @@ impl Backend for CpuBackend {
                     let x = &prefixes[q.point];
                     let z = match &projected[q.point] {
                         Some(qkv) => net.logits_projected(x, first, qkv.clone(), &mut hook),
-                        None => net.logits_from(x.clone(), first, &mut hook),
+                        None => net.logits_from(x, first, &mut hook),
                     };
                     losses[r] = cross_entropy(&z, batch.labels[q.point]);
                     self.recorded.push(hook.record);
@@ -380,7 +383,7 @@ impl Backend for CpuBackend {
                     let net = perturbed_copy(&self.net, plan.seed, plan.step, k, side as f32 * eps, &plan.tensors)?;
                     for r in rows {
                         let q = plan.queries[r];
-                        let z = net.logits_from(prefixes[q.point].clone(), plan.first_tuned, &mut NoHook);
+                        let z = net.logits_from(&prefixes[q.point], plan.first_tuned, &mut NoHook);
                         losses[r] = cross_entropy(&z, batch.labels[q.point]);
                     }
                 }
@@ -435,8 +438,7 @@ impl Backend for CpuBackend {
 
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
         // A frozen tensor changed: the kept features are stale.
-        let ids = TensorIds::of(&self.net);
-        let frozen = |t: u32| match ids.block_of(t) {
+        let frozen = |t: u32| match self.ids.block_of(t) {
             Ok(Some(block)) => block < self.frozen,
             Ok(None) => false,
             Err(_) => true,

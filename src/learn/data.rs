@@ -143,10 +143,7 @@ impl Dataset {
         if self.is_empty() {
             return Err(data_err("no usable images"));
         }
-        let mut counts = vec![0usize; self.classes.len()];
-        for &l in &self.labels {
-            counts[l] += 1;
-        }
+        let counts = self.class_counts();
         let present = counts.iter().filter(|&&c| c > 0).count();
         if present < 2 {
             return Err(data_err(format!(

@@ -138,8 +138,6 @@ impl<B: Backend> Trainer<B> {
         config.tuning.check(layers)?;
         backend.freeze_below(config.tuning.first_tuned_block(layers));
         let net = backend.host_network();
-        let layers = net.vit.layers.len();
-        config.tuning.check(layers)?;
         if train.len() < 2 {
             return Err(LearnError::Data {
                 message: format!("{} training images; need at least 2", train.len()),
@@ -157,22 +155,19 @@ impl<B: Backend> Trainer<B> {
             unit,
         };
         budget.check(config.batch)?;
-        let ids = TensorIds::of(net);
-        let sites = match config.estimator {
-            EstimatorKind::Lr { .. } => config.tuning.lr_sites(layers),
-            EstimatorKind::Spsa { .. } => Vec::new(),
-        };
-        let tensors = config.tuning.tensors(&ids);
-        let n_params: usize = tensors.iter().map(|&t| net.params()[t as usize].numel()).sum();
-        let plan_template = StepPlan {
-            kind: config.estimator,
-            seed: config.seed,
-            step: 0,
-            queries: Vec::new(),
-            first_tuned: config.tuning.first_tuned_block(layers),
-            sites,
-            tensors,
-        };
+        let plan_template = StepPlan::new(
+            config.estimator,
+            config.tuning,
+            &TensorIds::of(net),
+            config.seed,
+            0,
+            Vec::new(),
+        );
+        let n_params: usize = plan_template
+            .tensors
+            .iter()
+            .map(|&t| net.params()[t as usize].numel())
+            .sum();
         let num_labels = net.config.num_labels();
         Ok(Self {
             allocator: make_allocator(config.allocator, config.seed ^ 0xA110C),

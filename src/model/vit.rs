@@ -481,7 +481,7 @@ impl ViTForImageClassification {
     pub fn forward(&self, pixels: &[f32], hook: &mut dyn ForwardHook) -> Vec<f32> {
         let x = self.vit.embeddings.forward(pixels, hook);
         hook.hidden(0, &x);
-        self.logits_from(x, 0, hook)
+        self.logits_from(&x, 0, hook)
     }
 
     /// How many leading tokens of block `block` the logits depend on: all `T`, except in the
@@ -499,13 +499,13 @@ impl ViTForImageClassification {
 
     /// Logits from the residual stream `x: [T, D]` entering block `first` (`first = L`: the
     /// final LayerNorm and the classifier only).
-    pub fn logits_from(&self, x: Vec<f32>, first: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
+    pub fn logits_from(&self, x: &[f32], first: usize, hook: &mut dyn ForwardHook) -> Vec<f32> {
         match self.vit.layers.get(first) {
             Some(block) => {
-                let qkv = block.project(&x, self.queries_of(first));
-                self.logits_projected(&x, first, qkv, hook)
+                let qkv = block.project(x, self.queries_of(first));
+                self.logits_projected(x, first, qkv, hook)
             }
-            None => self.final_head(&x, hook),
+            None => self.final_head(x, hook),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::error::{GpuError, Result};
+use crate::gpu::error::Result;
 use crate::gpu::forward::{image_count, GpuForward};
 use crate::gpu::model::GpuModel;
 use crate::gpu::tensor::GpuTensor;
@@ -40,13 +40,6 @@ impl FeatureBank {
         self.images.len()
     }
 
-    fn get(&self, pixels: &[f32]) -> Option<&GpuTensor> {
-        self.images
-            .get(&key(pixels))
-            .filter(|(px, _)| px.as_slice() == pixels)
-            .map(|(_, t)| t)
-    }
-
     /// The streams entering block `first` of a batch `[B, C, H, W]`: `[B, T, D]`. Kept images
     /// are copied from the bank; the others are computed together and kept while the bank is
     /// under [`FEATURE_CACHE_BYTES`]. Submitted; later submissions see the result.
@@ -54,9 +47,21 @@ impl FeatureBank {
         image_count("feature bank", model, pixels)?;
         let per = model.config.image_numel();
         let images: Vec<&[f32]> = pixels.chunks_exact(per).collect();
+        let keys: Vec<u64> = images.iter().map(|img| key(img)).collect();
         let (t, d) = (model.config.seq_len(), model.config.hidden_size);
         let row = (t * d * 4) as u64;
-        let missing: Vec<usize> = (0..images.len()).filter(|&i| self.get(images[i]).is_none()).collect();
+        // Each image's kept stream, looked up once (None: to compute).
+        let found: Vec<Option<GpuTensor>> = images
+            .iter()
+            .zip(&keys)
+            .map(|(img, k)| {
+                self.images
+                    .get(k)
+                    .filter(|(px, _)| px.as_slice() == *img)
+                    .map(|(_, t)| t.clone())
+            })
+            .collect();
+        let missing: Vec<usize> = (0..images.len()).filter(|&i| found[i].is_none()).collect();
         let fresh = if missing.is_empty() {
             None
         } else {
@@ -67,29 +72,23 @@ impl FeatureBank {
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("feature bank"),
         });
+        for (i, kept) in found.iter().enumerate() {
+            if let Some(kept) = kept {
+                encoder.copy_buffer_to_buffer(&kept.buffer, 0, &out.buffer, i as u64 * row, row);
+            }
+        }
         if let Some(fresh) = &fresh {
             for (j, &i) in missing.iter().enumerate() {
                 encoder.copy_buffer_to_buffer(&fresh.buffer, j as u64 * row, &out.buffer, i as u64 * row, row);
                 let bytes = row as usize + 4 * per;
                 // A key taken by other pixels (a hash collision) stays with its first image.
-                let k = key(images[i]);
-                if self.bytes + bytes <= FEATURE_CACHE_BYTES && !self.images.contains_key(&k) {
+                if self.bytes + bytes <= FEATURE_CACHE_BYTES && !self.images.contains_key(&keys[i]) {
                     let kept = GpuTensor::zeros(ctx, "kept features", &[t, d])?;
                     encoder.copy_buffer_to_buffer(&fresh.buffer, j as u64 * row, &kept.buffer, 0, row);
-                    self.images.insert(k, (images[i].to_vec(), kept));
+                    self.images.insert(keys[i], (images[i].to_vec(), kept));
                     self.bytes += bytes;
                 }
             }
-        }
-        for (i, img) in images.iter().enumerate() {
-            if missing.contains(&i) {
-                continue;
-            }
-            let kept = self.get(img).ok_or_else(|| GpuError::Shape {
-                op: "feature bank",
-                message: format!("image {i} was kept but is gone"),
-            })?;
-            encoder.copy_buffer_to_buffer(&kept.buffer, 0, &out.buffer, i as u64 * row, row);
         }
         ctx.queue.submit([encoder.finish()]);
         Ok(out)

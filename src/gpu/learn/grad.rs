@@ -14,7 +14,7 @@ use crate::gpu::ops::{self, Op};
 use crate::gpu::tensor::{upload_bytes, upload_u32, GpuTensor};
 use crate::learn::backend::StepPlan;
 use crate::model::perturb::lr_noise_tokens;
-use crate::model::{LinearSite, NormSite};
+use crate::model::NormSite;
 use crate::noise::site_id;
 
 /// Offsets of the tuned tensors in the flat gradient (and optimiser state).
@@ -77,7 +77,7 @@ pub(super) fn record_lr(
             plan.queries.len()
         )));
     }
-    // (kept input, weight, bias slot, out dim, in dim, tokens) of every tuned site.
+    // (kept input, weight, weight slot, bias slot, out dim, in dim, tokens) of every tuned site.
     let mut work = Vec::new();
     let mut widest = 0;
     for kept in &inputs.kept {
@@ -103,7 +103,7 @@ pub(super) fn record_lr(
         let tokens = kept.tensor.numel() / (rows * k);
         widest = widest.max(rows * tokens * n);
         let b_off = lin.bias.and_then(|b| layout.offset(b));
-        work.push((kept, w_off, b_off, n, k, tokens));
+        work.push((kept, w, w_off, b_off, n, k, tokens));
     }
     if work.is_empty() {
         return Ok(());
@@ -112,7 +112,7 @@ pub(super) fn record_lr(
     // Output gradients of tuned LayerNorms, per (norm, first internal row of the chunk).
     let mut d_y: BTreeMap<(NormSite, usize), (Range<usize>, usize, GpuTensor)> = BTreeMap::new();
     let mut tables: HashMap<Range<usize>, wgpu::Buffer> = HashMap::new();
-    for (kept, w_off, b_off, n, k, tokens) in work {
+    for (kept, w, w_off, b_off, n, k, tokens) in work {
         let rows = kept.rows.len();
         let table = match tables.get(&kept.rows) {
             Some(t) => t.clone(),
@@ -162,13 +162,7 @@ pub(super) fn record_lr(
                     GpuTensor::zeros(ctx, "LayerNorm output gradient", &[rows, tokens, k])?,
                 )),
             };
-            ops.push(ops::grad_back(
-                &e,
-                model.get(lin_weight(model, kept.site)?)?,
-                rows,
-                tokens,
-                d,
-            )?);
+            ops.push(ops::grad_back(&e, w, rows, tokens, d)?);
         }
     }
     for ((norm, _), (range, tokens, d)) in d_y {
@@ -186,14 +180,6 @@ pub(super) fn record_lr(
         ops.push(ops::grad_bias(&d, None, rows, tokens, g, b_off)?);
     }
     Ok(())
-}
-
-fn lin_weight(model: &GpuModel, site: LinearSite) -> Result<u32> {
-    model
-        .ids
-        .linear(site)
-        .map(|l| l.weight)
-        .ok_or_else(|| plan_err(format!("no layer at {site:?}")))
 }
 
 /// SPSA: `G_t += sum_k c_k z_k(t)` for every tuned tensor, `z_k` regenerated in the shader.
