@@ -278,16 +278,15 @@ fn gpu_trainer_lowers_the_clean_loss() {
     let (net, train) = animal_model();
     let pre = Model::embedded_default().unwrap().preprocessor;
     let data = Prepared::new(&train, &pre).unwrap();
-    let classes = train.classes.len();
     let config = animal_config(12);
     let mut trainer = Trainer::new(GpuBackend::new(ctx(), net).unwrap(), config.clone(), data.clone()).unwrap();
-    let before = block_on(evaluate(&mut trainer.backend, &data, classes, 32)).unwrap();
+    let before = block_on(evaluate(&mut trainer.backend, &data, 32)).unwrap();
     let t0 = Instant::now();
     for _ in 0..config.steps {
         block_on(trainer.step()).unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
-    let after = block_on(evaluate(&mut trainer.backend, &data, classes, 32)).unwrap();
+    let after = block_on(evaluate(&mut trainer.backend, &data, 32)).unwrap();
     eprintln!(
         "Trainer on the GPU backend: train loss {:.4} -> {:.4} over {} steps ({:.2} s/step)",
         before.loss,
@@ -304,10 +303,9 @@ fn gpu_optimizer_step_lowers_the_clean_loss() {
     let (net, train) = animal_model();
     let pre = Model::embedded_default().unwrap().preprocessor;
     let data = Prepared::new(&train, &pre).unwrap();
-    let classes = train.classes.len();
     let config = animal_config(12);
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
-    let before = block_on(evaluate(&mut gpu, &data, classes, 32)).unwrap();
+    let before = block_on(evaluate(&mut gpu, &data, 32)).unwrap();
     // Only the config is used: the GPU keeps the optimiser state.
     let mut opt = Optimizer::new(config.optimizer, 0).unwrap();
     let mut rng = StdRng::seed_from_u64(5);
@@ -340,7 +338,7 @@ fn gpu_optimizer_step_lowers_the_clean_loss() {
         let c = lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
         block_on(gpu.step(&plan, &c, &mut opt, config.optimizer.lr)).unwrap();
     }
-    let after = block_on(evaluate(&mut gpu, &data, classes, 32)).unwrap();
+    let after = block_on(evaluate(&mut gpu, &data, 32)).unwrap();
     eprintln!("GPU optimiser step: train loss {:.4} -> {:.4}", before.loss, after.loss);
     assert!(after.loss < before.loss - 0.05, "{} -> {}", before.loss, after.loss);
 }

@@ -318,3 +318,26 @@ fn gradient_needs_its_own_query_forward() {
     let err = block_on(backend.gradient(&plan, &c)).unwrap_err().to_string();
     assert!(err.contains("without that step's query forward"), "{err}");
 }
+
+/// A label beyond the model's classes is a clear error from the CPU backend (in the browser a
+/// panic would cross the wasm boundary), as it is from the GPU backend's plan check.
+#[test]
+fn out_of_range_label_is_an_error() {
+    let Setup {
+        mut backend, pixels, ..
+    } = setup(
+        EstimatorKind::Lr {
+            sigma: 0.01,
+            antithetic: true,
+        },
+        &[2; 8],
+    );
+    let labels = [0usize, 1, 2, 3, 4, 5, 6, 10];
+    let err = block_on(backend.clean(&Batch {
+        pixels: &pixels,
+        labels: &labels,
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("label 10") && err.contains("10 classes"), "{err}");
+}

@@ -117,6 +117,12 @@ impl CpuBackend {
                 ),
             });
         }
+        let classes = self.net.config.num_labels();
+        if let Some(&y) = batch.labels.iter().find(|&&y| y >= classes) {
+            return Err(LearnError::Config {
+                message: format!("label {y} in a batch for a model of {classes} classes"),
+            });
+        }
         Ok(())
     }
 

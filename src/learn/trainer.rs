@@ -298,17 +298,14 @@ impl<B: Backend> Trainer<B> {
 
     /// Loss, accuracy and confusion matrix on `data`, in batches on the backend.
     pub async fn evaluate(&mut self, data: &Prepared) -> Result<EvalResult, LearnError> {
-        evaluate(&mut self.backend, data, self.num_labels, self.config.batch.max(16)).await
+        evaluate(&mut self.backend, data, self.config.batch.max(16)).await
     }
 }
 
-/// Loss, accuracy and confusion matrix of `backend`'s network on `data`.
-pub async fn evaluate<B: Backend>(
-    backend: &mut B,
-    data: &Prepared,
-    num_labels: usize,
-    batch: usize,
-) -> Result<EvalResult, LearnError> {
+/// Loss, accuracy and confusion matrix of `backend`'s network on `data` (its labels must be
+/// the network's classes).
+pub async fn evaluate<B: Backend>(backend: &mut B, data: &Prepared, batch: usize) -> Result<EvalResult, LearnError> {
+    let num_labels = backend.host_network().config.num_labels();
     let mut confusion = vec![vec![0usize; num_labels]; num_labels];
     let (mut loss, mut correct) = (0.0f64, 0usize);
     let all: Vec<usize> = (0..data.len()).collect();

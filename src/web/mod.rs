@@ -477,15 +477,13 @@ impl Learner {
     pub fn evaluate(&self) -> js_sys::Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let (val, n) = {
+            let val = {
                 let s = state.borrow();
-                let n = s.classes.len().max(s.net().config.num_labels());
-                let val = match (&s.validation_prepared, s.validation.is_empty()) {
+                match (&s.validation_prepared, s.validation.is_empty()) {
                     (Some(v), _) => v.clone(),
                     (None, false) => s.validation.prepared(),
                     (None, true) => return Err(JsError::new("no validation data").into()),
-                };
-                (val, n)
+                }
             };
             let (res, step, queries, backend) = match take_trainer(&state)? {
                 Some(mut t) => {
@@ -497,7 +495,7 @@ impl Learner {
                 }
                 None => {
                     let mut b = CpuBackend::new(state.borrow().model.net.clone());
-                    let r = crate::learn::trainer::evaluate(&mut b, &val, n, 64)
+                    let r = crate::learn::trainer::evaluate(&mut b, &val, 64)
                         .await
                         .map_err(js_err)?;
                     (r, 0, 0, "cpu")
@@ -711,9 +709,8 @@ async fn evaluate_trainer(
         return Ok((r, t.backend.name()));
     }
     let net = t.backend.network().await.map_err(js_err)?;
-    let n = net.config.num_labels();
     let mut cpu = CpuBackend::new(net.clone());
-    let r = crate::learn::trainer::evaluate(&mut cpu, val, n, 64)
+    let r = crate::learn::trainer::evaluate(&mut cpu, val, 64)
         .await
         .map_err(js_err)?;
     Ok((r, "cpu"))

@@ -213,9 +213,7 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
     let pre = model.preprocessor.clone();
     let train_p = Prepared::new(&train, &pre).map_err(learn_err)?;
     let val_p = Prepared::new(&val, &pre).map_err(learn_err)?;
-    let num_labels = model.labels().len();
     let ctx = Run {
-        num_labels,
         layout: model.layout,
         pre,
         steps,
@@ -246,7 +244,6 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
 
 /// What the training loop needs besides the trainer.
 struct Run<'a> {
-    num_labels: usize,
     layout: flops_web::model::Layout,
     pre: flops_web::model::Preprocessor,
     steps: usize,
@@ -261,7 +258,7 @@ fn train_loop<B: Backend>(
     run: &Run,
     write: &mut dyn FnMut(&LogLine) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    let (steps, num_labels) = (run.steps, run.num_labels);
+    let steps = run.steps;
     let bar = if run.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -295,7 +292,7 @@ fn train_loop<B: Backend>(
             }
         }
         if (s + 1) % run.eval_every.max(1) == 0 || s + 1 == steps {
-            let r = pollster::block_on(evaluate(&mut trainer.backend, val_p, num_labels, 64)).map_err(learn_err)?;
+            let r = pollster::block_on(evaluate(&mut trainer.backend, val_p, 64)).map_err(learn_err)?;
             write(&LogLine::Eval {
                 step: trainer.step,
                 queries: trainer.queries,
@@ -377,7 +374,7 @@ pub fn run_eval(args: EvalArgs) -> Result<(), CliError> {
     let labels = model.labels();
     let val_p = Prepared::new(&val, &model.preprocessor).map_err(learn_err)?;
     let mut backend = CpuBackend::new(model.net);
-    let r = pollster::block_on(evaluate(&mut backend, &val_p, labels.len(), 64)).map_err(learn_err)?;
+    let r = pollster::block_on(evaluate(&mut backend, &val_p, 64)).map_err(learn_err)?;
     let per_class = r
         .confusion
         .iter()
