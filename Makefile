@@ -6,6 +6,9 @@ CARGO ?= cargo
 
 all: test
 
+# `test` runs its prerequisites in order (setup first): never in parallel, even under -j.
+.NOTPARALLEL:
+
 # Idempotent and quiet: installs only what is missing.
 setup:
 	@scripts/setup.sh
