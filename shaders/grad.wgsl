@@ -37,16 +37,6 @@ struct GradParams {
 @group(0) @binding(5) var<storage, read> coeff: array<f32>;        // spsa: [directions]
 @group(0) @binding(6) var<storage, read_write> d: array<f32>;      // back: [rows, tokens, K]
 
-// The four normals of Philox block `b` of `s` (elements 4b .. 4b + 3), as rng_normal gives them.
-fn grad_block_normals(s: NoiseStream, b: u32) -> vec4<f32> {
-    let x = philox4x32_10(vec4<u32>(b, s.sub, s.step, s.tag), s.key);
-    let r0 = sqrt(-2.0 * rng_ln_unit(rng_uniform(x.x)));
-    let sc0 = rng_sincos_turns(rng_uniform(x.y));
-    let r1 = sqrt(-2.0 * rng_ln_unit(rng_uniform(x.z)));
-    let sc1 = rng_sincos_turns(rng_uniform(x.w));
-    return vec4<f32>(r0 * sc0.y, r0 * sc0.x, r1 * sc1.y, r1 * sc1.x);
-}
-
 fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
 }
@@ -63,8 +53,8 @@ fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let r = i / blocks;
     let b = i % blocks;
     let c = bitcast<f32>(row_table[2u * r]);
-    let s = NoiseStream(vec2<u32>(p.seed_lo, p.seed_hi), row_table[2u * r + 1u], p.step, (1u << 24u) | p.id);
-    let z = grad_block_normals(s, b);
+    let s = rng_stream(vec2<u32>(p.seed_lo, p.seed_hi), row_table[2u * r + 1u], p.step, RNG_PURPOSE_LR, p.id);
+    let z = rng_block_normals(s, b);
     for (var j = 0u; j < 4u; j++) {
         let el = 4u * b + j;
         if (el < per_row) {
@@ -183,8 +173,8 @@ fn spsa(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     var acc = vec4<f32>(0.0);
     for (var k = 0u; k < p.rows; k++) {
-        let s = NoiseStream(vec2<u32>(p.seed_lo, p.seed_hi), k, p.step, (2u << 24u) | p.id);
-        acc += coeff[k] * grad_block_normals(s, b);
+        let s = rng_stream(vec2<u32>(p.seed_lo, p.seed_hi), k, p.step, RNG_PURPOSE_WEIGHT, p.id);
+        acc += coeff[k] * rng_block_normals(s, b);
     }
     for (var j = 0u; j < 4u; j++) {
         let el = 4u * b + j;

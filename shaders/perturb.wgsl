@@ -16,13 +16,13 @@ const PERT_NONE: u32 = 0xFFFFFFFFu;
 // LR activation noise stream of internal row `row` at linear site `site`.
 fn pert_lr_stream(rows_off: u32, row: u32, site: u32) -> NoiseStream {
     let e = rows_off + PERT_ROW_WORDS * row;
-    return NoiseStream(vec2<u32>(pert[e], pert[e + 1u]), pert[e + 3u], pert[e + 2u], (1u << 24u) | site);
+    return rng_stream(vec2<u32>(pert[e], pert[e + 1u]), pert[e + 3u], pert[e + 2u], RNG_PURPOSE_LR, site);
 }
 
 // Weight direction stream of group `g` for tensor `tensor`.
 fn pert_weight_stream(groups_off: u32, g: u32, tensor: u32) -> NoiseStream {
     let e = groups_off + 4u * g;
-    return NoiseStream(vec2<u32>(pert[e], pert[e + 1u]), pert[e + 3u], pert[e + 2u], (2u << 24u) | tensor);
+    return rng_stream(vec2<u32>(pert[e], pert[e + 1u]), pert[e + 3u], pert[e + 2u], RNG_PURPOSE_WEIGHT, tensor);
 }
 
 fn pert_f32(i: u32) -> f32 {

@@ -16,6 +16,14 @@ struct NoiseStream {
     tag: u32,
 }
 
+// Purposes (noise.rs PURPOSE_*): LR activation noise, weight directions.
+const RNG_PURPOSE_LR: u32 = 1u;
+const RNG_PURPOSE_WEIGHT: u32 = 2u;
+
+fn rng_stream(key: vec2<u32>, sub: u32, step: u32, purpose: u32, id: u32) -> NoiseStream {
+    return NoiseStream(key, sub, step, (purpose << 24u) | (id & 0xFFFFFFu));
+}
+
 // (hi, lo) of the 64-bit product, from 16-bit halves (WGSL has no u64).
 fn rng_mulhilo(a: u32, b: u32) -> vec2<u32> {
     let al = a & 0xFFFFu;
@@ -81,19 +89,32 @@ fn rng_sincos_turns(u: f32) -> vec2<f32> {
     }
 }
 
-// Standard normal number n of the stream.
-fn rng_normal(s: NoiseStream, n: u32) -> f32 {
-    let x = philox4x32_10(vec4<u32>(n >> 2u, s.sub, s.step, s.tag), s.key);
-    var u1 = x.x;
-    var u2 = x.y;
-    if ((n & 2u) != 0u) {
-        u1 = x.z;
-        u2 = x.w;
-    }
+// Box-Muller: (r cos, r sin) from two words.
+fn rng_box_muller(u1: u32, u2: u32) -> vec2<f32> {
     let r = sqrt(-2.0 * rng_ln_unit(rng_uniform(u1)));
     let sc = rng_sincos_turns(rng_uniform(u2));
-    if ((n & 1u) == 0u) {
-        return r * sc.y;
+    return vec2<f32>(r * sc.y, r * sc.x);
+}
+
+fn rng_block(s: NoiseStream, b: u32) -> vec4<u32> {
+    return philox4x32_10(vec4<u32>(b, s.sub, s.step, s.tag), s.key);
+}
+
+// The four normals of Philox block `b` (elements 4b .. 4b + 3).
+fn rng_block_normals(s: NoiseStream, b: u32) -> vec4<f32> {
+    let x = rng_block(s, b);
+    return vec4<f32>(rng_box_muller(x.x, x.y), rng_box_muller(x.z, x.w));
+}
+
+// Standard normal number n of the stream (one Box-Muller pair of its block).
+fn rng_normal(s: NoiseStream, n: u32) -> f32 {
+    let x = rng_block(s, n >> 2u);
+    var z = rng_box_muller(x.x, x.y);
+    if ((n & 2u) != 0u) {
+        z = rng_box_muller(x.z, x.w);
     }
-    return r * sc.x;
+    if ((n & 1u) == 0u) {
+        return z.x;
+    }
+    return z.y;
 }
