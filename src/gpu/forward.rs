@@ -370,7 +370,7 @@ fn record_prefix(
     ops: &mut Vec<Op>,
 ) -> Result<(GpuTensor, Scratch)> {
     let dims = Dims::of(model);
-    let hidden = embed(ctx, model, images, b, ops)?;
+    let hidden = embed(ctx, model, images, b, pert, ops)?;
     let scratch = Scratch::new(ctx, &dims, b)?;
     let frozen = Stage {
         model,
@@ -387,7 +387,15 @@ fn record_prefix(
 }
 
 /// Pixels -> `[B, T, D]`: im2col, patch projection, CLS + position embeddings.
-fn embed(ctx: &GpuContext, model: &GpuModel, images: &[f32], b: usize, ops: &mut Vec<Op>) -> Result<GpuTensor> {
+/// `pert` is bound but not read (the embeddings are never perturbed).
+fn embed(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    images: &[f32],
+    b: usize,
+    pert: &PertView,
+    ops: &mut Vec<Op>,
+) -> Result<GpuTensor> {
     let cfg = &model.config;
     let ids = &model.ids;
     let (h, w) = cfg.image_size.hw();
@@ -414,7 +422,6 @@ fn embed(ctx: &GpuContext, model: &GpuModel, images: &[f32], b: usize, ops: &mut
     ops.push(ops::im2col(&p, &pixels, &patches)?);
     let weight = model.get(ids.patch.weight)?.view(&[d, ch * ph * pw])?;
     let bias = ids.patch.bias.map(|id| model.get(id)).transpose()?;
-    let empty = PertView::unused(ctx)?;
     ops.push(ops::matmul(&Matmul {
         x: &patches,
         rows: b * np,
@@ -427,7 +434,7 @@ fn embed(ctx: &GpuContext, model: &GpuModel, images: &[f32], b: usize, ops: &mut
         lr: None,
         weight_pert: None,
         row_base: 0,
-        pert: &empty,
+        pert,
     })?);
     ops.push(ops::assemble(
         &p,
