@@ -1,5 +1,5 @@
-//! Counter-based Gaussian noise shared by the CPU oracle, the GPU kernels and (next) the
-//! gradient accumulation: Philox4x32-10 plus Box-Muller. Backend-agnostic (no wgpu); the WGSL
+//! Counter-based Gaussian noise shared by the CPU oracle, the GPU kernels and the gradient
+//! accumulation: Philox4x32-10 plus Box-Muller. Backend-agnostic (no wgpu); the WGSL
 //! twin is `shaders/rng.wgsl`, whose `u32` outputs are bit-identical to [`philox4x32_10`].
 //!
 //! # Addressing
@@ -14,13 +14,11 @@
 //!
 //! | purpose | `id` (24 bits) | `sub` | element `n` |
 //! |---|---|---|---|
-//! | [`PURPOSE_LR`]: activation noise `eps` of LR rows | [`site_id`] of the linear layer | query row id | `token * out_dim + unit` |
+//! | [`PURPOSE_LR`]: activation noise `eps` of LR rows | the site id of the linear layer (`model::params::ParamTable::site_id`) | query row id | `token * out_dim + unit` |
 //! | [`PURPOSE_WEIGHT`]: weight direction `z_k` (SPSA/ES) | tensor id (index in `net.params()`, HF order) | direction `k` | flat element index (row-major) |
 //!
 //! Independent draws need distinct (seed, step, purpose, id, sub); a training step that
 //! increments `step` gets fresh noise with the same seed.
-
-use crate::model::LinearSite;
 
 /// Purpose tag of likelihood-ratio activation noise.
 pub const PURPOSE_LR: u32 = 1;
@@ -98,23 +96,6 @@ pub fn box_muller(x1: u32, x2: u32) -> (f32, f32) {
     (r * cos, r * sin)
 }
 
-/// The 24-bit id of a linear layer in the noise counter: patch embedding 0, block `l`'s
-/// query, key, value, attention output, fc1, fc2 are `1 + 6 l + 0..6`, the classifier
-/// `0xFF_FFFF` (independent of the depth).
-pub fn site_id(site: LinearSite) -> u32 {
-    let block = |l: usize, j: u32| 1 + 6 * l as u32 + j;
-    match site {
-        LinearSite::PatchEmbed => 0,
-        LinearSite::Query(l) => block(l, 0),
-        LinearSite::Key(l) => block(l, 1),
-        LinearSite::Value(l) => block(l, 2),
-        LinearSite::AttnOut(l) => block(l, 3),
-        LinearSite::Fc1(l) => block(l, 4),
-        LinearSite::Fc2(l) => block(l, 5),
-        LinearSite::Classifier => 0xFF_FFFF,
-    }
-}
-
 /// One independent stream of standard normals, addressed by element index (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Stream {
@@ -137,9 +118,11 @@ impl Stream {
         }
     }
 
-    /// LR activation noise of `site` in query row `row`; element `token * out_dim + unit`.
-    pub fn lr(seed: u64, step: u32, site: LinearSite, row: u32) -> Self {
-        Self::new(seed, step, PURPOSE_LR, site_id(site), row)
+    /// Activation noise of the site with noise id `site` in query row `row`; element
+    /// `token * out_dim + unit`. The caller's parameter table gives the site ids; this module
+    /// knows nothing of the network.
+    pub fn lr(seed: u64, step: u32, site: u32, row: u32) -> Self {
+        Self::new(seed, step, PURPOSE_LR, site, row)
     }
 
     /// Weight direction `z_k` of tensor `tensor` (its index in `net.params()`); element = flat index.
@@ -226,7 +209,7 @@ mod tests {
 
     #[test]
     fn fill_equals_normal_at_any_offset() {
-        let s = Stream::lr(42, 3, LinearSite::Fc1(1), 7);
+        let s = Stream::lr(42, 3, 11, 7);
         let mut v = vec![0.0; 11];
         s.fill(5, &mut v);
         for (i, x) in v.iter().enumerate() {

@@ -13,7 +13,8 @@ use common::{assert_close, fixture, load_dir};
 use flops_web::gpu::{
     ForwardOptions, GpuContext, GpuError, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowOutputs, RowPlan,
 };
-use flops_web::model::perturb::{LrNoiseHook, TensorIds};
+use flops_web::model::params::ParamTable;
+use flops_web::model::perturb::LrNoiseHook;
 use flops_web::model::{ForwardHook, LinearSite, Model, ViTForImageClassification};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -288,7 +289,7 @@ fn weight(direction: u32, scale: f32, tensors: &[u32]) -> Perturbation {
 fn weight_rows_match_cpu_perturbed_copies() {
     let model = load_dir(&fixture("tiny_vit_timm"));
     let net = &model.net;
-    let ids = TensorIds::of(net);
+    let ids = ParamTable::of(net);
     let gpu = GpuModel::upload(ctx(), net).unwrap();
     let pixels = images(net, 2, 6);
     let mut tuned = ids.layers[1].all();
@@ -367,7 +368,7 @@ fn weight_rows_match_cpu_perturbed_copies() {
 fn frozen_prefix_rows_equal_full_depth_rows() {
     let model = load_dir(&fixture("tiny_vit_hf"));
     let net = &model.net;
-    let ids = TensorIds::of(net);
+    let ids = ParamTable::of(net);
     let gpu = GpuModel::upload(ctx(), net).unwrap();
     let pixels = images(net, 3, 8);
     let mut sites = all_sites(1);

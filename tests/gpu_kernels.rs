@@ -17,6 +17,7 @@ use flops_web::gpu::ops::{self, Matmul, PertView, NONE};
 use flops_web::gpu::readback::read_u32;
 use flops_web::gpu::{GpuContext, GpuOptions, GpuTensor};
 use flops_web::model::nn::{gelu, softmax_inplace, LayerNorm, Linear, Param};
+use flops_web::model::ParamTable;
 use flops_web::noise::{philox4x32_10, Stream};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -241,8 +242,13 @@ fn gather_and_add_are_exact() {
 #[test]
 fn rng_words_are_bit_identical_to_noise_rs() {
     let streams = [
-        Stream::lr(0, 0, flops_web::model::LinearSite::Query(0), 0),
-        Stream::lr(0xDEAD_BEEF_0123_4567, 9, flops_web::model::LinearSite::Classifier, 1234),
+        Stream::lr(0, 0, ParamTable::site_id(flops_web::model::LinearSite::Query(0)), 0),
+        Stream::lr(
+            0xDEAD_BEEF_0123_4567,
+            9,
+            ParamTable::site_id(flops_web::model::LinearSite::Classifier),
+            1234,
+        ),
         Stream::weight(u64::MAX, u32::MAX, 77, 3),
     ];
     for s in &streams {

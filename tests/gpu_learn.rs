@@ -21,7 +21,7 @@ use flops_web::learn::optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedul
 use flops_web::learn::trainer::{evaluate, Prepared, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
-use flops_web::model::perturb::TensorIds;
+use flops_web::model::params::ParamTable;
 use flops_web::model::{Model, ViTForImageClassification};
 use pollster::block_on;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -56,7 +56,7 @@ fn images(net: &ViTForImageClassification, n: usize, seed: u64) -> (Vec<f32>, Ve
 }
 
 fn plan(net: &ViTForImageClassification, kind: EstimatorKind, tuning: Tuning, alloc: &[usize], step: u32) -> StepPlan {
-    StepPlan::new(kind, tuning, &TensorIds::of(net), 11, step, plan_queries(kind, alloc))
+    StepPlan::new(kind, tuning, &ParamTable::of(net), 11, step, plan_queries(kind, alloc))
 }
 
 /// max |a - b| / max |b|.
@@ -223,7 +223,7 @@ fn steps_agree(optimizer: OptimizerKind, clip_norm: Option<f32>) {
     assert!(rel <= 1e-3, "update relative error {rel:.3e}");
     // The lazily synced host copy equals the GPU's parameters.
     let synced = block_on(gpu.network()).unwrap();
-    let ids = TensorIds::of(synced);
+    let ids = ParamTable::of(synced);
     let head = synced.params()[ids.classifier.weight as usize].data.clone();
     let slot = tensors.iter().position(|&t| t == ids.classifier.weight).unwrap();
     let off: usize = tensors[..slot]
@@ -454,7 +454,7 @@ fn gpu_frozen_features_are_kept_across_steps() {
     assert_eq!(kept.kept_features(), 4, "each of the 4 images kept once");
     assert_eq!(fresh.kept_features(), 0);
     // Writing a frozen tensor (block 0's query bias) invalidates the bank.
-    let ids = TensorIds::of(&net);
+    let ids = ParamTable::of(&net);
     let t = ids.layers[0].query.bias.unwrap();
     let values = vec![0.01f32; net.params()[t as usize].numel()];
     kept.write_params(&[t], &values).unwrap();

@@ -11,7 +11,7 @@ use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
 use flops_web::learn::tuning::Tuning;
-use flops_web::model::perturb::TensorIds;
+use flops_web::model::params::ParamTable;
 use flops_web::model::Model;
 use pollster::block_on;
 
@@ -48,7 +48,7 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
         })
         .collect();
     let model = Model::embedded_default().unwrap();
-    let ids = TensorIds::of(&model.net);
+    let ids = ParamTable::of(&model.net);
     let layers = model.config().num_hidden_layers;
     let mut backend = CpuBackend::new(model.net);
     backend.freeze_below(Tuning::Head.first_tuned_block(layers));

@@ -17,7 +17,7 @@ use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
 use flops_web::learn::tuning::Tuning;
-use flops_web::model::perturb::TensorIds;
+use flops_web::model::params::ParamTable;
 use flops_web::model::Model;
 use pollster::block_on;
 
@@ -50,7 +50,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
 
     let model = Model::embedded_default().unwrap();
     let layers = model.config().num_hidden_layers;
-    let ids = TensorIds::of(&model.net);
+    let ids = ParamTable::of(&model.net);
     let tuning = Tuning::Last(1);
     let kind = EstimatorKind::Lr {
         sigma: SIGMA,

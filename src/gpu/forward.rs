@@ -15,7 +15,7 @@ use super::ops::{self, EmbedParams, Matmul, Op, PertView, WeightEpilogue, NONE};
 use super::plan::{Chunk, PlanTables, RowPlan};
 use super::readback::Staging;
 use super::tensor::{upload_bytes, upload_u32, GpuTensor};
-use crate::model::perturb::LinearIds;
+use crate::model::params::LinearIds;
 use crate::model::{LinearSite, NormSite};
 
 /// The input of an LR-perturbed linear layer for a range of internal rows:

@@ -4,14 +4,14 @@
 use super::context::GpuContext;
 use super::error::{GpuError, Result};
 use super::tensor::GpuTensor;
-use crate::model::perturb::TensorIds;
+use crate::model::params::ParamTable;
 use crate::model::{ViTConfig, ViTForImageClassification};
 
 /// Device copies of every parameter, indexed by tensor id (`net.params()` order).
 #[derive(Debug)]
 pub struct GpuModel {
     pub config: ViTConfig,
-    pub ids: TensorIds,
+    pub ids: ParamTable,
     pub tensors: Vec<GpuTensor>,
     pub names: Vec<String>,
     /// LayerNorm epsilon of every LayerNorm (one config value).
@@ -37,7 +37,7 @@ impl GpuModel {
         }
         Ok(Self {
             config: net.config.clone(),
-            ids: TensorIds::of(net),
+            ids: ParamTable::of(net),
             tensors,
             names: params.iter().map(|p| p.name.clone()).collect(),
             layer_norm_eps: net.config.layer_norm_eps,

@@ -11,9 +11,9 @@ use std::ops::Range;
 use super::error::{GpuError, Result};
 use super::ops::NONE;
 use crate::model::nn::cross_entropy;
-use crate::model::perturb::{lr_noise_tokens, perturbed_copy, LrNoiseHook, TensorIds};
+use crate::model::params::ParamTable;
+use crate::model::perturb::{lr_noise_tokens, perturbed_copy, LrNoiseHook};
 use crate::model::{LinearSite, NoHook, ViTForImageClassification};
-use crate::noise::site_id;
 
 /// What one query row perturbs.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,7 @@ impl RowPlan {
 
     /// Checks the plan against the model: indices in range, perturbations only at or above
     /// `first_tuned` (and never in the embeddings), finite scales.
-    pub fn validate(&self, ids: &TensorIds, images: usize, classes: usize) -> Result<()> {
+    pub fn validate(&self, ids: &ParamTable, images: usize, classes: usize) -> Result<()> {
         let layers = ids.layers.len();
         if self.first_tuned > layers {
             return Err(plan_err(format!(
@@ -223,7 +223,7 @@ impl RowPlan {
     }
 
     /// Lowers the plan: internal order, the u32 table, chunks of at most `rows_per_chunk` rows.
-    pub(crate) fn lower(&self, ids: &TensorIds, rows_per_chunk: usize) -> PlanTables {
+    pub(crate) fn lower(&self, ids: &ParamTable, rows_per_chunk: usize) -> PlanTables {
         let r_count = self.rows.len();
         let n_tensors = ids.count;
         let mut groups: Vec<GroupKey> = Vec::new();
@@ -355,7 +355,7 @@ impl PlanTables {
     pub fn lr(&self, site: LinearSite, layers: usize, tokens: usize) -> Option<super::ops::LrEpilogue> {
         self.sigma_off.get(&site).map(|&off| super::ops::LrEpilogue {
             sigma_off: off,
-            site: site_id(site),
+            site: ParamTable::site_id(site),
             noise_tokens: lr_noise_tokens(site, layers, tokens) as u32,
         })
     }

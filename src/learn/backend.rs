@@ -5,7 +5,7 @@ use super::error::LearnError;
 use super::estimate::{EstimatorKind, Query};
 use super::optim::Optimizer;
 use super::tuning::Tuning;
-use crate::model::perturb::TensorIds;
+use crate::model::params::ParamTable;
 use crate::model::{LinearSite, ViTForImageClassification};
 
 /// A backend's frozen-feature cache stops growing here; images beyond it are recomputed.
@@ -57,7 +57,7 @@ impl StepPlan {
     pub fn new(
         kind: EstimatorKind,
         tuning: Tuning,
-        ids: &TensorIds,
+        ids: &ParamTable,
         seed: u64,
         step: u32,
         queries: Vec<Query>,

@@ -10,7 +10,7 @@ use super::backend::{Backend, Batch, CleanOut, StepPlan, FEATURE_CACHE_BYTES};
 use super::error::LearnError;
 use super::estimate::{EstimatorKind, Query};
 use crate::model::nn::{cross_entropy, LayerNorm};
-use crate::model::perturb::TensorIds;
+use crate::model::params::ParamTable;
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
 use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ViTForImageClassification};
 use crate::noise::Stream;
@@ -18,7 +18,7 @@ use crate::noise::Stream;
 pub struct CpuBackend {
     /// Its values may change; its structure must not (`ids` are of it).
     pub net: ViTForImageClassification,
-    ids: TensorIds,
+    ids: ParamTable,
     /// Per query (LR): what the gradient needs, and the (seed, step, queries) it is of.
     recorded: Vec<QueryRecord>,
     recorded_for: Option<(u64, u32, Vec<Query>)>,
@@ -87,7 +87,7 @@ impl ForwardHook for RecordingNoise<'_> {
 impl CpuBackend {
     pub fn new(net: ViTForImageClassification) -> Self {
         Self {
-            ids: TensorIds::of(&net),
+            ids: ParamTable::of(&net),
             net,
             recorded: Vec::new(),
             recorded_for: None,
@@ -277,7 +277,7 @@ impl CpuBackend {
 }
 
 /// The LayerNorms feeding `plan`'s perturbed sites whose affine map `plan` tunes.
-fn tuned_norms(plan: &StepPlan, ids: &TensorIds) -> Vec<NormSite> {
+fn tuned_norms(plan: &StepPlan, ids: &ParamTable) -> Vec<NormSite> {
     let mut norms: Vec<NormSite> = plan
         .sites
         .iter()
@@ -400,18 +400,13 @@ impl Backend for CpuBackend {
 
     async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
         let params = self.net.params();
-        let offsets: Vec<usize> = plan
-            .tensors
-            .iter()
-            .scan(0usize, |o, &t| {
-                let start = *o;
-                *o += params[t as usize].numel();
-                Some(start)
-            })
-            .collect();
-        let total: usize = plan.tensors.iter().map(|&t| params[t as usize].numel()).sum();
-        let mut grad = vec![0.0f64; total];
-        let slot = |t: u32| plan.tensors.iter().position(|&x| x == t).map(|i| offsets[i]);
+        let layout = self
+            .ids
+            .layout(&plan.tensors)
+            .map_err(|message| LearnError::Config { message })?;
+        let offsets = &layout.offsets;
+        let mut grad = vec![0.0f64; layout.total];
+        let slot = |t: u32| layout.offset(t);
         match plan.kind {
             EstimatorKind::Lr { .. } => self.lr_gradient(plan, coefficients, &slot, &mut grad)?,
             EstimatorKind::Spsa { .. } => {

@@ -14,7 +14,7 @@ use super::estimate::{lr_coefficients, measured_variance, plan_queries, spsa_coe
 use super::optim::{Optimizer, OptimizerConfig};
 use super::tuning::Tuning;
 use crate::model::nn::softmax;
-use crate::model::perturb::TensorIds;
+use crate::model::params::ParamTable;
 use crate::model::Preprocessor;
 
 /// Everything that defines a run.
@@ -155,19 +155,12 @@ impl<B: Backend> Trainer<B> {
             unit,
         };
         budget.check(config.batch)?;
-        let plan_template = StepPlan::new(
-            config.estimator,
-            config.tuning,
-            &TensorIds::of(net),
-            config.seed,
-            0,
-            Vec::new(),
-        );
-        let n_params: usize = plan_template
-            .tensors
-            .iter()
-            .map(|&t| net.params()[t as usize].numel())
-            .sum();
+        let table = ParamTable::of(net);
+        let plan_template = StepPlan::new(config.estimator, config.tuning, &table, config.seed, 0, Vec::new());
+        let n_params = table
+            .layout(&plan_template.tensors)
+            .map_err(|message| LearnError::Config { message })?
+            .total;
         let num_labels = net.config.num_labels();
         Ok(Self {
             allocator: make_allocator(config.allocator, config.seed ^ 0xA110C),

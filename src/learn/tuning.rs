@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::LearnError;
-use crate::model::perturb::TensorIds;
+use crate::model::params::ParamTable;
 use crate::model::LinearSite;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +77,7 @@ impl Tuning {
 
     /// Every tuned tensor id, sorted, for either estimator: every tensor of the tuned blocks, the
     /// final LayerNorm (unless head-only) and the head.
-    pub fn tensors(&self, ids: &TensorIds) -> Vec<u32> {
+    pub fn tensors(&self, ids: &ParamTable) -> Vec<u32> {
         let layers = ids.layers.len();
         let mut t: Vec<u32> = ids.layers[self.first_tuned_block(layers)..]
             .iter()

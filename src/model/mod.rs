@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 pub mod nn;
+pub mod params;
 pub mod perturb;
 pub mod preprocess;
 pub mod vit;
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 
 pub use config::{TimmConfig, ViTConfig};
 pub use error::{ModelError, ModelFile, Result};
+pub use params::{FlatLayout, ParamTable};
 pub use preprocess::{Image, Preprocessor, PreprocessorConfig};
 pub use vit::{ForwardHook, LinearSite, NoHook, NormSite, ViTForImageClassification};
 pub use weights::{Checkpoint, Layout, VarBuilder};

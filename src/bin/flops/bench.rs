@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 use flops_web::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
-use flops_web::model::perturb::TensorIds;
+use flops_web::model::params::ParamTable;
 use flops_web::model::{LinearSite, LoadOptions, Model, ModelFiles, ViTConfig, ViTForImageClassification};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -224,7 +224,7 @@ fn workload(net: &ViTForImageClassification, rows: usize, args: &ForwardArgs) ->
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
     let layers = net.config.num_hidden_layers;
-    let ids = TensorIds::of(net);
+    let ids = ParamTable::of(net);
     let mut sites: Vec<LinearSite> = (0..layers)
         .flat_map(|l| {
             use LinearSite::*;

@@ -14,40 +14,15 @@ use crate::gpu::ops::{self, Op};
 use crate::gpu::tensor::{upload_bytes, upload_u32, GpuTensor};
 use crate::learn::backend::StepPlan;
 use crate::model::perturb::lr_noise_tokens;
-use crate::model::NormSite;
-use crate::noise::site_id;
+use crate::model::{FlatLayout as Layout, NormSite, ParamTable};
 
-/// Offsets of the tuned tensors in the flat gradient (and optimiser state).
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Layout {
-    pub tensors: Vec<u32>,
-    pub offsets: Vec<usize>,
-    pub total: usize,
-}
-
-impl Layout {
-    pub fn of(model: &GpuModel, tensors: &[u32]) -> Result<Self> {
-        let mut offsets = Vec::with_capacity(tensors.len());
-        let mut total = 0;
-        for &t in tensors {
-            offsets.push(total);
-            total += model.get(t)?.numel();
-        }
-        if total == 0 {
-            return Err(GpuError::Plan {
-                reason: "no tuned parameters".into(),
-            });
-        }
-        Ok(Self {
-            tensors: tensors.to_vec(),
-            offsets,
-            total,
-        })
+/// The flat layout of the tuned tensors (gradient, optimiser state), from the parameter table.
+pub(super) fn layout(model: &GpuModel, tensors: &[u32]) -> Result<Layout> {
+    let layout = model.ids.layout(tensors).map_err(plan_err)?;
+    if layout.total == 0 {
+        return Err(plan_err("no tuned parameters".into()));
     }
-
-    pub fn offset(&self, tensor: u32) -> Option<usize> {
-        self.tensors.iter().position(|&t| t == tensor).map(|i| self.offsets[i])
-    }
+    Ok(layout)
 }
 
 fn plan_err(reason: String) -> GpuError {
@@ -135,7 +110,7 @@ pub(super) fn record_lr(
         ops.push(ops::lr_noise(
             plan.seed,
             plan.step,
-            site_id(kept.site),
+            ParamTable::site_id(kept.site),
             &table,
             rows,
             tokens,

@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use features::FeatureBank;
-use grad::Layout;
 use optim::GpuOptimizer;
 
 use super::context::GpuContext;
@@ -34,7 +33,7 @@ use crate::learn::backend::{Backend, Batch, CleanOut, StepPlan};
 use crate::learn::error::LearnError;
 use crate::learn::estimate::{EstimatorKind, Query};
 use crate::learn::optim::{Optimizer, OptimizerConfig};
-use crate::model::ViTForImageClassification;
+use crate::model::{FlatLayout, ViTForImageClassification};
 
 /// What the last query forward left for the gradient.
 struct Queried {
@@ -230,8 +229,8 @@ impl GpuBackend {
         plan: &StepPlan,
         coefficients: &[f32],
         ops: &mut Vec<Op>,
-    ) -> Result<(GpuTensor, Layout), LearnError> {
-        let layout = Layout::of(&self.model, &plan.tensors)?;
+    ) -> Result<(GpuTensor, FlatLayout), LearnError> {
+        let layout = grad::layout(&self.model, &plan.tensors)?;
         let g = GpuTensor::zeros(&self.ctx, "gradient", &[layout.total])?;
         match plan.kind {
             EstimatorKind::Lr { .. } => {

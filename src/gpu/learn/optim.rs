@@ -1,13 +1,13 @@
 //! The optimiser on the GPU: state `m`, `v` (flat, at the gradient's offsets) and the step
 //! count live here; the update rule is the twin of [`crate::learn::optim::Optimizer::step`].
 
-use super::grad::Layout;
 use crate::gpu::context::GpuContext;
 use crate::gpu::error::Result;
 use crate::gpu::model::GpuModel;
 use crate::gpu::ops::{self, Op, UpdateRule, NORM_PARTIALS};
 use crate::gpu::tensor::GpuTensor;
 use crate::learn::optim::{OptimizerConfig, OptimizerKind};
+use crate::model::FlatLayout as Layout;
 
 /// Optimiser state of one set of tuned tensors.
 pub(super) struct GpuOptimizer {
