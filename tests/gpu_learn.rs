@@ -12,11 +12,12 @@ mod common;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use flops_web::gpu::{GpuBackend, GpuContext, GpuOptions};
+use flops_web::backend::cpu::CpuBackend;
+use flops_web::backend::gpu::GpuBackend;
+use flops_web::gpu::{GpuContext, GpuOptions};
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
-use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::data::Dataset;
-use flops_web::learn::estimate::{lr_coefficients, plan_queries, spsa_coefficients, EstimatorKind};
+use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 use flops_web::learn::trainer::{evaluate, Prepared, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
@@ -56,7 +57,14 @@ fn images(net: &ViTForImageClassification, n: usize, seed: u64) -> (Vec<f32>, Ve
 }
 
 fn plan(net: &ViTForImageClassification, kind: EstimatorKind, tuning: Tuning, alloc: &[usize], step: u32) -> StepPlan {
-    StepPlan::new(kind, tuning, &ParamTable::of(net), 11, step, plan_queries(kind, alloc))
+    StepPlan::new(
+        kind.build().as_ref(),
+        tuning,
+        &ParamTable::of(net),
+        11,
+        step,
+        kind.build().plan(alloc),
+    )
 }
 
 /// max |a - b| / max |b|.
@@ -78,7 +86,14 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// Clean and query losses on both backends (checked against each other) and the coefficients
 /// from the CPU's losses.
-fn query_both(cpu: &mut CpuBackend, gpu: &mut GpuBackend, batch: &Batch, plan: &StepPlan, alloc: &[usize]) -> Vec<f32> {
+fn query_both(
+    cpu: &mut CpuBackend,
+    gpu: &mut GpuBackend,
+    batch: &Batch,
+    kind: EstimatorKind,
+    plan: &StepPlan,
+    alloc: &[usize],
+) -> Vec<f32> {
     let (cc, gc) = (block_on(cpu.clean(batch)).unwrap(), block_on(gpu.clean(batch)).unwrap());
     assert!(
         max_abs_diff(&gc.losses, &cc.losses) <= 1e-4,
@@ -91,10 +106,7 @@ fn query_both(cpu: &mut CpuBackend, gpu: &mut GpuBackend, batch: &Batch, plan: &
     let gl = block_on(gpu.query_losses(batch, plan)).unwrap();
     let err = max_abs_diff(&gl, &cl);
     assert!(err <= 1e-4, "query losses: max |err| {err:.3e}");
-    match plan.kind {
-        EstimatorKind::Lr { sigma, .. } => lr_coefficients(&plan.queries, &cl, &cc.losses, alloc, sigma),
-        EstimatorKind::Spsa { eps } => spsa_coefficients(&plan.queries, &cl, alloc, eps),
-    }
+    common::coefficients(kind, &plan.queries, &cl, &cc.losses, alloc)
 }
 
 fn gradients_agree(kind: EstimatorKind, tuning: Tuning, alloc: &[usize], max_rows_per_chunk: Option<usize>) {
@@ -108,7 +120,7 @@ fn gradients_agree(kind: EstimatorKind, tuning: Tuning, alloc: &[usize], max_row
     let mut cpu = CpuBackend::new(net.clone());
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
     gpu.forward.max_rows_per_chunk = max_rows_per_chunk;
-    let coeffs = query_both(&mut cpu, &mut gpu, &batch, &plan, alloc);
+    let coeffs = query_both(&mut cpu, &mut gpu, &batch, kind, &plan, alloc);
     let want = block_on(cpu.gradient(&plan, &coeffs)).unwrap();
     let got = block_on(gpu.gradient(&plan, &coeffs)).unwrap();
     let rel = rel_err(&format!("{kind:?} {tuning:?} gradient"), &got, &want);
@@ -165,6 +177,12 @@ fn spsa_gradient_matches_cpu() {
     gradients_agree(EstimatorKind::Spsa { eps: 1e-2 }, Tuning::Last(1), &[4, 2, 6], None);
 }
 
+/// ES reaches the GPU through the weight space alone: no backend code names it.
+#[test]
+fn es_gradient_matches_cpu() {
+    gradients_agree(EstimatorKind::Es { sigma: 1e-2 }, Tuning::Last(1), &[3, 1, 2], None);
+}
+
 fn steps_agree(optimizer: OptimizerKind, clip_norm: Option<f32>) {
     let net = net();
     let alloc = [4, 4, 2];
@@ -192,7 +210,7 @@ fn steps_agree(optimizer: OptimizerKind, clip_norm: Option<f32>) {
     let mut small = vec![false; before.len()];
     for step in 0..2 {
         let plan = plan(cpu.host_network(), kind, Tuning::Last(1), &alloc, step);
-        let coeffs = query_both(&mut cpu, &mut gpu, &batch, &plan, &alloc);
+        let coeffs = query_both(&mut cpu, &mut gpu, &batch, kind, &plan, &alloc);
         let g = block_on(cpu.gradient(&plan, &coeffs)).unwrap();
         let gmax = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         for (s, x) in small.iter_mut().zip(&g) {
@@ -279,14 +297,19 @@ fn gpu_trainer_lowers_the_clean_loss() {
     let pre = Model::embedded_default().unwrap().preprocessor;
     let data = Prepared::new(&train, &pre).unwrap();
     let config = animal_config(12);
-    let mut trainer = Trainer::new(GpuBackend::new(ctx(), net).unwrap(), config.clone(), data.clone()).unwrap();
-    let before = block_on(evaluate(&mut trainer.backend, &data, 32)).unwrap();
+    let mut trainer = Trainer::new(
+        Box::new(GpuBackend::new(ctx(), net).unwrap()),
+        config.clone(),
+        data.clone(),
+    )
+    .unwrap();
+    let before = block_on(evaluate(trainer.backend.as_mut(), &data, 32)).unwrap();
     let t0 = Instant::now();
     for _ in 0..config.steps {
         block_on(trainer.step()).unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
-    let after = block_on(evaluate(&mut trainer.backend, &data, 32)).unwrap();
+    let after = block_on(evaluate(trainer.backend.as_mut(), &data, 32)).unwrap();
     eprintln!(
         "Trainer on the GPU backend: train loss {:.4} -> {:.4} over {} steps ({:.2} s/step)",
         before.loss,
@@ -326,16 +349,10 @@ fn gpu_optimizer_step_lowers_the_clean_loss() {
             pixels: &px,
             labels: &labels,
         };
-        let plan = plan(
-            gpu.network_unsynced(),
-            config.estimator,
-            config.tuning,
-            &alloc,
-            step as u32,
-        );
+        let plan = plan(gpu.host_network(), config.estimator, config.tuning, &alloc, step as u32);
         let clean = block_on(gpu.clean(&batch)).unwrap();
         let losses = block_on(gpu.query_losses(&batch, &plan)).unwrap();
-        let c = lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
+        let c = common::lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, 0.1);
         block_on(gpu.step(&plan, &c, &mut opt, config.optimizer.lr)).unwrap();
     }
     let after = block_on(evaluate(&mut gpu, &data, 32)).unwrap();
@@ -392,7 +409,7 @@ fn time_steps<B: Backend>(
         let t1 = Instant::now();
         let losses = block_on(be.query_losses(batch, &plan)).unwrap();
         let t2 = Instant::now();
-        let c = lr_coefficients(&plan.queries, &losses, &clean.losses, alloc, 0.1);
+        let c = common::lr_coefficients(&plan.queries, &losses, &clean.losses, alloc, 0.1);
         block_on(be.step(&plan, &c, &mut opt, config.lr)).unwrap();
         let t3 = Instant::now();
         if step > 0 {
@@ -474,8 +491,8 @@ fn cpu_and_gpu_trainers_take_the_same_first_step() {
     config.tuning = Tuning::Last(1);
     config.allocator = AllocatorKind::Flops;
     config.optimizer.kind = OptimizerKind::Sgd { momentum: 0.9 };
-    let mut cpu = Trainer::new(CpuBackend::new(net.clone()), config.clone(), data.clone()).unwrap();
-    let mut gpu = Trainer::new(GpuBackend::new(ctx(), net).unwrap(), config, data).unwrap();
+    let mut cpu = Trainer::new(Box::new(CpuBackend::new(net.clone())), config.clone(), data.clone()).unwrap();
+    let mut gpu = Trainer::new(Box::new(GpuBackend::new(ctx(), net).unwrap()), config, data).unwrap();
     let tensors = cpu.tuned_tensors().to_vec();
     let before = block_on(cpu.backend.read_params(&tensors)).unwrap();
     let (ec, eg) = (block_on(cpu.step()).unwrap(), block_on(gpu.step()).unwrap());

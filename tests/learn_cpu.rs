@@ -11,7 +11,7 @@
 
 mod common;
 
-use flops_web::learn::cpu::CpuBackend;
+use flops_web::backend::cpu::CpuBackend;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use flops_web::learn::trainer::{Prepared, TrainConfig, Trainer};
@@ -46,7 +46,7 @@ fn head_lr_flops_learns_animal_shape_on_cpu() {
     };
     let train_p = Prepared::new(&train, &pre).unwrap();
     let val_p = Prepared::new(&val, &pre).unwrap();
-    let mut trainer = Trainer::new(CpuBackend::new(model.net), config.clone(), train_p).unwrap();
+    let mut trainer = Trainer::new(Box::new(CpuBackend::new(model.net)), config.clone(), train_p).unwrap();
     let before = block_on(trainer.evaluate(&val_p)).unwrap();
     let t0 = std::time::Instant::now();
     let mut last = None;
@@ -102,7 +102,12 @@ fn bernoulli_allocator_follows_the_epochs() {
         },
         seed: 3,
     };
-    let mut trainer = Trainer::new(CpuBackend::new(model.net), config, Prepared::new(&train, &pre).unwrap()).unwrap();
+    let mut trainer = Trainer::new(
+        Box::new(CpuBackend::new(model.net)),
+        config,
+        Prepared::new(&train, &pre).unwrap(),
+    )
+    .unwrap();
     for _ in 0..5 {
         let e = block_on(trainer.step()).unwrap();
         let p = e.allocator_params.iter().find(|(k, _)| k == "p").expect("p logged").1;

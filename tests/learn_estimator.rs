@@ -7,9 +7,9 @@
 mod common;
 
 use common::{cosine, Golden};
+use flops_web::backend::cpu::CpuBackend;
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
-use flops_web::learn::cpu::CpuBackend;
-use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
+use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::tuning::Tuning;
 use flops_web::model::params::ParamTable;
 use flops_web::model::Model;
@@ -57,7 +57,14 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
         labels: &labels,
     }))
     .unwrap();
-    let plan = StepPlan::new(kind, Tuning::Head, &ids, 42, 0, plan_queries(kind, alloc));
+    let plan = StepPlan::new(
+        kind.build().as_ref(),
+        Tuning::Head,
+        &ids,
+        42,
+        0,
+        kind.build().plan(alloc),
+    );
     Setup {
         backend,
         pixels,
@@ -101,7 +108,7 @@ fn head_lr_estimate_is_unbiased_and_row_averaging_is_not() {
     for step in 0..n_est {
         plan.step = step as u32;
         let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
-        let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
+        let c = common::lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
         let est = block_on(backend.gradient(&plan, &c)).unwrap();
         // The authors' averaging: every row weighted 1/N, i.e. coefficient * B n_i / N.
         let c_auth: Vec<f32> = plan
@@ -150,6 +157,52 @@ fn head_lr_estimate_is_unbiased_and_row_averaging_is_not() {
     );
 }
 
+/// ES (one-sided weight space, clean baseline) on the head: the mean of 2,000 estimates with a
+/// non-uniform allocation (directions shared across the batch) has cosine >= 0.95 with the
+/// autograd gradient and its component along it is 1 within 5%. Predicted: one estimate's
+/// trace variance is about `sum_k (d + 1) |G_k|^2`, `G_k = sum_{i: n_i > k} grad l_i / (B n_i)`,
+/// `d` = 650 head parameters, so the mean of 2,000 has cosine ~0.98.
+#[test]
+fn head_es_estimate_is_unbiased() {
+    let alloc = [2usize, 4, 4, 6, 8, 8, 10, 22];
+    let sigma = 0.01;
+    let kind = EstimatorKind::Es { sigma };
+    let Setup {
+        mut backend,
+        pixels,
+        labels,
+        clean_losses,
+        truth,
+        mut plan,
+        ..
+    } = setup(kind, &alloc);
+    assert!(matches!(plan.space, flops_web::learn::Space::Weight { .. }));
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
+    };
+    let n_est = 2000;
+    let mut mean = vec![0.0f64; truth.len()];
+    for step in 0..n_est {
+        plan.step = step as u32;
+        let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
+        let c = common::coefficients(kind, &plan.queries, &losses, &clean_losses, &alloc);
+        let est = block_on(backend.gradient(&plan, &c)).unwrap();
+        for (m, &e) in mean.iter_mut().zip(&est) {
+            *m += e as f64 / n_est as f64;
+        }
+    }
+    let cos = cosine(&mean, &truth);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let scale = dot(&mean, &truth) / dot(&truth, &truth);
+    eprintln!("ES: cos(mean, autograd) {cos:.4}, scale along autograd {scale:.4}");
+    assert!(cos >= 0.95, "ES mean has cosine {cos} with the autograd gradient");
+    assert!(
+        (scale - 1.0).abs() <= 0.05,
+        "ES mean is {scale} times the autograd gradient along it"
+    );
+}
+
 /// One-sided LR on the head with the per-point baseline: one query of point `i` has
 /// `tr Var = (d + 1) |grad l_i|^2` to leading order in sigma (d = 10 logits, noise on the CLS
 /// row only), so `tr Cov(g_hat) = (1/B^2) sum_i (d + 1) |grad l_i|^2 / n_i` with the per-sample
@@ -189,7 +242,7 @@ fn head_lr_trace_covariance_matches_the_formula() {
     for step in 0..n_est {
         plan.step = step as u32;
         let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
-        let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
+        let c = common::lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, sigma);
         let est = block_on(backend.gradient(&plan, &c)).unwrap();
         for (s, &e) in sum.iter_mut().zip(&est) {
             *s += e as f64;
@@ -214,7 +267,7 @@ fn head_lr_trace_covariance_matches_the_formula() {
 #[test]
 fn flops_allocator_slope_turns_positive_on_one_sided_lr() {
     use flops_web::learn::allocate::{Allocator, BatchStats, Budget, Feedback, FlopsGaussian, FlopsParams};
-    use flops_web::learn::estimate::measured_variance;
+    use flops_web::learn::estimate::Results;
     let kind = EstimatorKind::Lr {
         sigma: 0.1,
         antithetic: false,
@@ -266,9 +319,14 @@ fn flops_allocator_slope_turns_positive_on_one_sided_lr() {
         };
         let n = alloc.allocate(&stats, budget).unwrap();
         plan.step = step as u32;
-        plan.queries = plan_queries(kind, &n);
+        plan.queries = kind.build().plan(&n);
         let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
-        let m = measured_variance(kind, &plan.queries, &losses, &clean_losses, &n);
+        let m = kind.build().measured_variance(&Results {
+            queries: &plan.queries,
+            losses: &losses,
+            baselines: &clean_losses,
+            alloc: &n,
+        });
         alloc.update(
             &Feedback {
                 stats,
@@ -312,7 +370,7 @@ fn gradient_needs_its_own_query_forward() {
         labels: &labels,
     };
     let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
-    let c = lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, 0.01);
+    let c = common::lr_coefficients(&plan.queries, &losses, &clean_losses, &alloc, 0.01);
     assert!(block_on(backend.gradient(&plan, &c)).is_ok());
     plan.step += 1;
     let err = block_on(backend.gradient(&plan, &c)).unwrap_err().to_string();

@@ -13,9 +13,9 @@
 mod common;
 
 use common::{cosine, Golden};
+use flops_web::backend::cpu::CpuBackend;
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
-use flops_web::learn::cpu::CpuBackend;
-use flops_web::learn::estimate::{lr_coefficients, plan_queries, EstimatorKind};
+use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::tuning::Tuning;
 use flops_web::model::params::ParamTable;
 use flops_web::model::Model;
@@ -56,7 +56,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         sigma: SIGMA,
         antithetic: true,
     };
-    let plan = StepPlan::new(kind, tuning, &ids, 7, 0, plan_queries(kind, &alloc));
+    let plan = StepPlan::new(kind.build().as_ref(), tuning, &ids, 7, 0, kind.build().plan(&alloc));
     // The autograd gradient of every tuned tensor, in plan order.
     let params = model.net.params();
     let truth: Vec<f64> = plan
@@ -102,7 +102,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         for k in 0..ESTIMATES / THREADS {
             plan.step = (thread * ESTIMATES / THREADS + k) as u32;
             let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
-            let c = lr_coefficients(&plan.queries, &losses, &clean, &alloc, SIGMA);
+            let c = common::lr_coefficients(&plan.queries, &losses, &clean, &alloc, SIGMA);
             // The authors' averaging: every row weighted 1/N, i.e. coefficient * B n_i / N.
             let c_auth: Vec<f32> = plan
                 .queries

@@ -4,14 +4,14 @@
 //! ([`GpuForward`], [`RowPlan`]).
 //!
 //! Shapes: `T = 1 + patches` tokens, `D` hidden, `I` MLP width, `R` query rows, `B` images.
-//! Gradient accumulation and the optimiser step run on the GPU too ([`learn::GpuBackend`],
-//! the learning core's backend). Not provided here: perturbation of the embeddings, f16.
+//! This is the runtime: it imports the model only. The learning backend built on it (gradient
+//! accumulation, optimiser step) is [`crate::backend::gpu::GpuBackend`]. Not provided here:
+//! perturbation of the embeddings, f16.
 
 pub mod context;
 pub mod encode;
 pub mod error;
 pub mod forward;
-pub mod learn;
 pub mod model;
 pub mod ops;
 pub mod plan;
@@ -22,7 +22,6 @@ pub mod tensor;
 pub use context::{AdapterSummary, GpuContext, GpuOptions, PipelineKey};
 pub use error::{GpuError, Result};
 pub use forward::{ForwardOptions, GpuForward, KeptInput, LrInputs, PendingForward, RowOutputs};
-pub use learn::GpuBackend;
 pub use model::GpuModel;
 pub use plan::{Perturbation, QueryRow, RowPlan};
 pub use tensor::GpuTensor;

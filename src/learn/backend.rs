@@ -1,15 +1,25 @@
-//! What a training step asks of a compute backend. The CPU reference ([`super::cpu`]) and the
-//! GPU implement it; the trainer, estimators and allocators do not know which runs.
+//! What a training step asks of a compute backend: the one declaration of a backend's methods.
+//! The CPU reference and the GPU backend ([`crate::backend`]) implement it; the trainer, the
+//! CLI and the page hold a `Box<dyn Backend>` and never learn which one runs.
+//!
+//! Backends see perturbation spaces ([`Space`]), never estimator names: a step's [`StepPlan`]
+//! says where its queries perturb, and the estimator ([`super::estimate`]) turns their losses
+//! into coefficients of the backend's gradient accumulation.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use super::error::LearnError;
-use super::estimate::{EstimatorKind, Query};
+use super::estimate::{Estimator, Query, Space};
 use super::optim::Optimizer;
 use super::tuning::Tuning;
-use crate::model::params::ParamTable;
-use crate::model::{LinearSite, ViTForImageClassification};
+use crate::model::{LinearSite, ParamTable, ViTForImageClassification};
 
 /// A backend's frozen-feature cache stops growing here; images beyond it are recomputed.
 pub const FEATURE_CACHE_BYTES: usize = 256 << 20;
+
+/// The future of a backend method. Not `Send`: wgpu's futures on wasm are not.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A batch of preprocessed images.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +37,22 @@ impl Batch<'_> {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    /// The one batch validation of every backend: non-empty, `image_len` values per label,
+    /// every label below `classes`.
+    pub fn check(&self, image_len: usize, classes: usize) -> Result<(), LearnError> {
+        if self.is_empty() || self.pixels.len() != self.len() * image_len {
+            return Err(LearnError::Config {
+                message: format!("batch of {} labels has {} pixel values", self.len(), self.pixels.len()),
+            });
+        }
+        if let Some(&y) = self.labels.iter().find(|&&y| y >= classes) {
+            return Err(LearnError::Config {
+                message: format!("label {y} in a batch for a model of {classes} classes"),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Clean-pass results: per-sample losses and logits `[B, num_labels]`.
@@ -39,72 +65,86 @@ pub struct CleanOut {
 /// Everything that defines one step's perturbations; the noise is regenerated from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepPlan {
-    pub kind: EstimatorKind,
+    /// Where the queries perturb.
+    pub space: Space,
     pub seed: u64,
     pub step: u32,
     pub queries: Vec<Query>,
     /// The first block whose output depends on the tuned parameters.
     pub first_tuned: usize,
-    /// LR: the perturbed linear layers.
+    /// Activation space: the perturbed linear layers (empty in weight space).
     pub sites: Vec<LinearSite>,
     /// The tuned tensor ids (indices into `net.params()`), sorted.
     pub tensors: Vec<u32>,
 }
 
 impl StepPlan {
-    /// Step `step`'s plan: where it splits, what LR perturbs (nothing for SPSA, which perturbs
-    /// the tensors) and the tuned tensors all follow from `kind` and `tuning`.
+    /// Step `step`'s plan: where it splits, what it perturbs (sites in activation space, the
+    /// tuned tensors in weight space) and the tuned tensors all follow from `estimator` and
+    /// `tuning`.
     pub fn new(
-        kind: EstimatorKind,
+        estimator: &dyn Estimator,
         tuning: Tuning,
-        ids: &ParamTable,
+        table: &ParamTable,
         seed: u64,
         step: u32,
         queries: Vec<Query>,
     ) -> Self {
-        let layers = ids.layers.len();
+        let layers = table.layers.len();
+        let space = estimator.space();
         Self {
-            kind,
+            space,
             seed,
             step,
             queries,
             first_tuned: tuning.first_tuned_block(layers),
-            sites: match kind {
-                EstimatorKind::Lr { .. } => tuning.lr_sites(layers),
-                EstimatorKind::Spsa { .. } => Vec::new(),
+            sites: match space {
+                Space::Activation { .. } => tuning.lr_sites(layers),
+                Space::Weight { .. } => Vec::new(),
             },
-            tensors: tuning.tensors(ids),
+            tensors: tuning.tensors(table),
         }
     }
 }
 
-/// A compute backend, used generically (never as `dyn`). The methods are `async` because the
-/// GPU one reads results back through `map_async`, which the browser cannot block on; the CPU
-/// one computes inline and its futures are ready at once. No `Send` bound: wgpu's futures on
-/// wasm are not `Send`. Natively, callers block with `pollster::block_on`.
-#[allow(async_fn_in_trait)]
+/// A compute backend. The methods return futures because the GPU one reads results back
+/// through `map_async`, which the browser cannot block on; the CPU one computes inline and its
+/// futures are ready at once. Natively, callers block with `pollster::block_on`.
 pub trait Backend {
-    /// The unperturbed forward of a batch, reusing nothing.
-    async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError>;
+    /// What the page and the logs call it: `"cpu"`, `"webgpu"` (in the browser) or `"gpu"`.
+    fn name(&self) -> &'static str;
+    /// The unperturbed forward of a batch.
+    fn clean<'a>(&'a mut self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<CleanOut, LearnError>>;
     /// The loss of every query of `plan`, in plan order. Keeps what [`Backend::gradient`] needs.
-    async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError>;
-    /// Accumulates the estimate from per-query (LR) or per-direction (SPSA) coefficients into
-    /// the gradient of the tuned tensors and returns it flat, in `plan.tensors` order.
-    async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError>;
-    /// The tuned tensors as they are now, flat in `tensors` order.
-    async fn read_params(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError>;
-    /// Replaces the tuned tensors.
+    fn query_losses<'a>(
+        &'a mut self,
+        batch: &'a Batch<'a>,
+        plan: &'a StepPlan,
+    ) -> BoxFuture<'a, Result<Vec<f32>, LearnError>>;
+    /// Accumulates the estimate from per-query (activation space) or per-direction (weight
+    /// space) coefficients into the gradient of the tuned tensors and returns it flat, in
+    /// `plan.tensors` order.
+    fn gradient<'a>(
+        &'a mut self,
+        plan: &'a StepPlan,
+        coefficients: &'a [f32],
+    ) -> BoxFuture<'a, Result<Vec<f32>, LearnError>>;
+    /// The tensors `tensors` as they are now, flat in that order.
+    fn read_params<'a>(&'a self, tensors: &'a [u32]) -> BoxFuture<'a, Result<Vec<f32>, LearnError>>;
+    /// Replaces the tensors `tensors` (flat, in that order).
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError>;
     /// The host copy of the network without waiting: its structure, config and frozen tensors
     /// are exact, but tensors a device stepped since the last [`Backend::network`] may be older.
     /// For shapes, tensor ids and labels.
     fn host_network(&self) -> &ViTForImageClassification;
+    /// The parameter table of the network.
+    fn table(&self) -> &ParamTable;
     /// Declares that blocks below `block` stay frozen from now on (the trainer calls this
     /// once), so a backend may cache each image's activations entering `block` across steps.
-    fn freeze_below(&mut self, _block: usize) {}
-    /// The network as it is now (for evaluation on the CPU and export): the GPU backend reads
+    fn freeze_below(&mut self, block: usize);
+    /// The network as it is now (for evaluation elsewhere and export): a device backend reads
     /// the tensors it stepped back into the host copy first.
-    async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError>;
+    fn network<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a ViTForImageClassification, LearnError>>;
 
     /// One optimiser step on the tuned tensors from the estimate of `coefficients` (as
     /// [`Backend::gradient`]) at learning rate `lr`; returns the gradient's norm before
@@ -112,22 +152,24 @@ pub trait Backend {
     /// [`LearnError::NonFinite`] is returned. The default runs `optimizer` on the host; a
     /// backend may keep the optimiser state itself (the GPU one does, taking only
     /// `optimizer.config` from the argument).
-    async fn step(
-        &mut self,
-        plan: &StepPlan,
-        coefficients: &[f32],
-        optimizer: &mut Optimizer,
+    fn step<'a>(
+        &'a mut self,
+        plan: &'a StepPlan,
+        coefficients: &'a [f32],
+        optimizer: &'a mut Optimizer,
         lr: f32,
-    ) -> Result<f32, LearnError> {
-        let grad = self.gradient(plan, coefficients).await?;
-        let mut params = self.read_params(&plan.tensors).await?;
-        let norm = optimizer.step(&mut params, &grad, lr);
-        if !norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
-            return Err(LearnError::NonFinite {
-                step: plan.step as usize,
-            });
-        }
-        self.write_params(&plan.tensors, &params)?;
-        Ok(norm)
+    ) -> BoxFuture<'a, Result<f32, LearnError>> {
+        Box::pin(async move {
+            let grad = self.gradient(plan, coefficients).await?;
+            let mut params = self.read_params(&plan.tensors).await?;
+            let norm = optimizer.step(&mut params, &grad, lr);
+            if !norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
+                return Err(LearnError::NonFinite {
+                    step: plan.step as usize,
+                });
+            }
+            self.write_params(&plan.tensors, &params)?;
+            Ok(norm)
+        })
     }
 }

@@ -12,6 +12,7 @@ pub enum LearnError {
     Data { message: String },
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// A compute backend's own failure (a GPU error, a lost device), kept as its source.
     #[error(transparent)]
-    Gpu(#[from] crate::gpu::GpuError),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -3,13 +3,17 @@
 
 pub mod allocate;
 pub mod backend;
-pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod es;
 pub mod estimate;
+pub mod lr;
 pub mod optim;
+pub mod spsa;
 pub mod trainer;
 pub mod tuning;
 
 pub use allocate::{make_allocator, Allocator, AllocatorKind, BatchStats, Budget, Feedback};
+pub use backend::{Backend, Batch, StepPlan};
 pub use error::LearnError;
+pub use estimate::{Estimator, EstimatorKind, Space};

@@ -10,11 +10,10 @@ use super::allocate::{make_allocator, Allocator, AllocatorKind, BatchStats, Budg
 use super::backend::{Backend, Batch, StepPlan};
 use super::data::Dataset;
 use super::error::LearnError;
-use super::estimate::{lr_coefficients, measured_variance, plan_queries, spsa_coefficients, EstimatorKind};
+use super::estimate::{Estimator, EstimatorKind, Results};
 use super::optim::{Optimizer, OptimizerConfig};
 use super::tuning::Tuning;
 use crate::model::nn::softmax;
-use crate::model::params::ParamTable;
 use crate::model::Preprocessor;
 
 /// Everything that defines a run.
@@ -113,9 +112,10 @@ fn now_seconds() -> f64 {
     }
 }
 
-pub struct Trainer<B: Backend> {
-    pub backend: B,
+pub struct Trainer {
+    pub backend: Box<dyn Backend>,
     pub config: TrainConfig,
+    estimator: Box<dyn Estimator>,
     allocator: Box<dyn Allocator + Send>,
     optimizer: Optimizer,
     plan_template: StepPlan,
@@ -131,9 +131,10 @@ pub struct Trainer<B: Backend> {
     started: f64,
 }
 
-impl<B: Backend> Trainer<B> {
-    pub fn new(mut backend: B, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
+impl Trainer {
+    pub fn new(mut backend: Box<dyn Backend>, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
         config.estimator.validate()?;
+        let estimator = config.estimator.build();
         let layers = backend.host_network().vit.layers.len();
         config.tuning.check(layers)?;
         backend.freeze_below(config.tuning.first_tuned_block(layers));
@@ -148,15 +149,15 @@ impl<B: Backend> Trainer<B> {
                 message: "batch and queries per point must be at least 1".into(),
             });
         }
-        let unit = config.estimator.unit();
+        let unit = estimator.unit();
         let budget = Budget {
             total: config.batch * config.queries_per_point,
             min_per_point: unit,
             unit,
         };
         budget.check(config.batch)?;
-        let table = ParamTable::of(net);
-        let plan_template = StepPlan::new(config.estimator, config.tuning, &table, config.seed, 0, Vec::new());
+        let table = backend.table();
+        let plan_template = StepPlan::new(estimator.as_ref(), config.tuning, table, config.seed, 0, Vec::new());
         let n_params = table
             .layout(&plan_template.tensors)
             .map_err(|message| LearnError::Config { message })?
@@ -164,6 +165,7 @@ impl<B: Backend> Trainer<B> {
         let num_labels = net.config.num_labels();
         Ok(Self {
             allocator: make_allocator(config.allocator, config.seed ^ 0xA110C),
+            estimator,
             optimizer: Optimizer::new(config.optimizer, n_params)?,
             rng: StdRng::seed_from_u64(config.seed),
             order: Vec::new(),
@@ -241,22 +243,25 @@ impl<B: Backend> Trainer<B> {
 
         let mut plan = self.plan_template.clone();
         plan.step = self.step as u32;
-        plan.queries = plan_queries(plan.kind, &alloc);
+        plan.queries = self.estimator.plan(&alloc);
         let losses = self.backend.query_losses(&batch, &plan).await?;
         if losses.iter().any(|l| !l.is_finite()) {
             return Err(LearnError::NonFinite { step: self.step });
         }
-        let coeffs = match plan.kind {
-            EstimatorKind::Lr { sigma, .. } => lr_coefficients(&plan.queries, &losses, &clean.losses, &alloc, sigma),
-            EstimatorKind::Spsa { eps } => spsa_coefficients(&plan.queries, &losses, &alloc, eps),
+        let results = Results {
+            queries: &plan.queries,
+            losses: &losses,
+            baselines: &clean.losses,
+            alloc: &alloc,
         };
+        let coeffs = self.estimator.coefficients(&results);
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
         let grad_norm = match self.backend.step(&plan, &coeffs, &mut self.optimizer, lr).await {
             Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
             r => r?,
         };
 
-        let measured = measured_variance(plan.kind, &plan.queries, &losses, &clean.losses, &alloc);
+        let measured = self.estimator.measured_variance(&results);
         self.allocator.update(
             &Feedback {
                 stats,
@@ -291,13 +296,13 @@ impl<B: Backend> Trainer<B> {
 
     /// Loss, accuracy and confusion matrix on `data`, in batches on the backend.
     pub async fn evaluate(&mut self, data: &Prepared) -> Result<EvalResult, LearnError> {
-        evaluate(&mut self.backend, data, self.config.batch.max(16)).await
+        evaluate(self.backend.as_mut(), data, self.config.batch.max(16)).await
     }
 }
 
 /// Loss, accuracy and confusion matrix of `backend`'s network on `data` (its labels must be
 /// the network's classes).
-pub async fn evaluate<B: Backend>(backend: &mut B, data: &Prepared, batch: usize) -> Result<EvalResult, LearnError> {
+pub async fn evaluate(backend: &mut dyn Backend, data: &Prepared, batch: usize) -> Result<EvalResult, LearnError> {
     let num_labels = backend.host_network().config.num_labels();
     let mut confusion = vec![vec![0usize; num_labels]; num_labels];
     let (mut loss, mut correct) = (0.0f64, 0usize);

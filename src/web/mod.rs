@@ -5,12 +5,11 @@
 //! where the browser has WebGPU, a [`GpuContext`] used for training and predictions. Training is
 //! driven step by step from JS (`beginTraining`, `trainStep`, `evaluate`, `finishTraining`, all
 //! returning promises) so the worker yields between steps and `stopTraining` takes effect at
-//! once. The trainer is the native one (`Trainer<WebBackend>`): each step is awaited, on WebGPU
+//! once. The trainer is the native one (`Trainer`): each step is awaited, on WebGPU
 //! where an adapter exists, else on the CPU reference. Every fallible call returns
 //! `Result<_, JsError>`, so JS sees an `Error` with the core's message; panics print through
 //! `console_error_panic_hook`.
 
-mod backend;
 mod examples;
 mod params;
 mod reports;
@@ -24,14 +23,14 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-pub use backend::WebBackend;
 pub use examples::Examples;
 pub use params::TrainParams;
 use reports::{DataSummary, DeviceInfo, Evaluation, Limits, ModelInfo, Prediction, TopK, TrainingStarted};
 
-use crate::gpu::{GpuBackend, GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
 use crate::learn::backend::Backend;
-use crate::learn::cpu::CpuBackend;
 use crate::learn::data::Dataset;
 use crate::learn::trainer::{Prepared, Trainer};
 use crate::model::nn::softmax;
@@ -85,7 +84,7 @@ struct State {
     train: Examples,
     /// An explicit validation set (Animal-Shape's test split); else one is split off.
     validation: Examples,
-    trainer: Option<Trainer<WebBackend>>,
+    trainer: Option<Trainer>,
     /// The trainer is out of `trainer` while one of its awaits runs (a step, a readback).
     busy: bool,
     validation_prepared: Option<Prepared>,
@@ -427,11 +426,9 @@ impl Learner {
                 (s.train.clone(), s.validation.clone())
             };
             let steps = config.steps;
-            let backend = match gpu.as_ref() {
-                Some(g) => WebBackend::Gpu(Box::new(
-                    GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?,
-                )),
-                None => WebBackend::Cpu(Box::new(CpuBackend::new(s.model.net.clone()))),
+            let backend: Box<dyn Backend> = match gpu.as_ref() {
+                Some(g) => Box::new(GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?),
+                None => Box::new(CpuBackend::new(s.model.net.clone())),
             };
             let backend_name = backend.name();
             let trainer = Trainer::new(backend, config, train.prepared()).map_err(js_err)?;
@@ -673,7 +670,7 @@ const EVALUATE_ON_GPU: bool = false;
 
 /// Takes the trainer out of `state` for the length of an await, so that calls arriving
 /// meanwhile (predictions, summaries) find `state` unborrowed. Errors while another await has it.
-fn take_trainer(state: &RefCell<State>) -> Result<Option<Trainer<WebBackend>>, JsError> {
+fn take_trainer(state: &RefCell<State>) -> Result<Option<Trainer>, JsError> {
     let mut s = state.borrow_mut();
     if s.busy {
         return Err(JsError::new("a training step is running; await it first"));
@@ -683,7 +680,7 @@ fn take_trainer(state: &RefCell<State>) -> Result<Option<Trainer<WebBackend>>, J
     Ok(t)
 }
 
-fn put_trainer(state: &RefCell<State>, t: Trainer<WebBackend>) {
+fn put_trainer(state: &RefCell<State>, t: Trainer) {
     let mut s = state.borrow_mut();
     s.trainer = Some(t);
     s.busy = false;
@@ -701,10 +698,10 @@ async fn take_trained(state: &RefCell<State>) -> Result<Option<ViTForImageClassi
 
 /// Evaluates the trainer's current network where [`EVALUATE_ON_GPU`] says; returns the backend.
 async fn evaluate_trainer(
-    t: &mut Trainer<WebBackend>,
+    t: &mut Trainer,
     val: &Prepared,
 ) -> Result<(crate::learn::trainer::EvalResult, &'static str), JsError> {
-    if matches!(t.backend, WebBackend::Cpu(_)) || EVALUATE_ON_GPU {
+    if t.backend.name() == "cpu" || EVALUATE_ON_GPU {
         let r = t.evaluate(val).await.map_err(js_err)?;
         return Ok((r, t.backend.name()));
     }

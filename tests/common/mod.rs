@@ -164,3 +164,34 @@ pub fn animal_model(head_seed: u64) -> (Model, flops_web::learn::data::Dataset, 
     let model = Model::load(ModelFiles::embedded(), &opts).expect("embedded model");
     (model, train, test)
 }
+
+/// The coefficients of `kind`'s estimate from a step's query losses (the trainer's arithmetic).
+pub fn coefficients(
+    kind: flops_web::learn::EstimatorKind,
+    queries: &[flops_web::learn::estimate::Query],
+    losses: &[f32],
+    baselines: &[f32],
+    alloc: &[usize],
+) -> Vec<f32> {
+    kind.build().coefficients(&flops_web::learn::estimate::Results {
+        queries,
+        losses,
+        baselines,
+        alloc,
+    })
+}
+
+/// LR coefficients (antithetic or not: the same arithmetic).
+pub fn lr_coefficients(
+    queries: &[flops_web::learn::estimate::Query],
+    losses: &[f32],
+    baselines: &[f32],
+    alloc: &[usize],
+    sigma: f32,
+) -> Vec<f32> {
+    let kind = flops_web::learn::EstimatorKind::Lr {
+        sigma,
+        antithetic: false,
+    };
+    coefficients(kind, queries, losses, baselines, alloc)
+}

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use flops_web::backend::cpu::CpuBackend;
+use flops_web::backend::gpu::GpuBackend;
 use flops_web::learn::backend::Backend;
-use flops_web::learn::cpu::CpuBackend;
 use flops_web::learn::data::{Dataset, Skipped};
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
@@ -221,25 +222,20 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
         out: &args.out,
         quiet: args.quiet,
     };
-    if args.backend == "gpu" {
+    let backend: Box<dyn Backend> = if args.backend == "gpu" {
         let gpu = flops_web::gpu::GpuContext::new_blocking(&Default::default())
             .map_err(|e| CliError::Other(e.to_string()))?;
         eprintln!("training on {}", gpu.summary().name);
-        let backend = flops_web::gpu::GpuBackend::new(std::sync::Arc::new(gpu), model.net).map_err(learn_err)?;
-        train_loop(
-            Trainer::new(backend, config, train_p).map_err(learn_err)?,
-            &val_p,
-            &ctx,
-            &mut write,
-        )
+        Box::new(GpuBackend::new(std::sync::Arc::new(gpu), model.net).map_err(learn_err)?)
     } else {
-        train_loop(
-            Trainer::new(CpuBackend::new(model.net), config, train_p).map_err(learn_err)?,
-            &val_p,
-            &ctx,
-            &mut write,
-        )
-    }
+        Box::new(CpuBackend::new(model.net))
+    };
+    train_loop(
+        Trainer::new(backend, config, train_p).map_err(learn_err)?,
+        &val_p,
+        &ctx,
+        &mut write,
+    )
 }
 
 /// What the training loop needs besides the trainer.
@@ -252,8 +248,8 @@ struct Run<'a> {
     quiet: bool,
 }
 
-fn train_loop<B: Backend>(
-    mut trainer: Trainer<B>,
+fn train_loop(
+    mut trainer: Trainer,
     val_p: &Prepared,
     run: &Run,
     write: &mut dyn FnMut(&LogLine) -> Result<(), CliError>,
@@ -292,7 +288,7 @@ fn train_loop<B: Backend>(
             }
         }
         if (s + 1) % run.eval_every.max(1) == 0 || s + 1 == steps {
-            let r = pollster::block_on(evaluate(&mut trainer.backend, val_p, 64)).map_err(learn_err)?;
+            let r = pollster::block_on(evaluate(trainer.backend.as_mut(), val_p, 64)).map_err(learn_err)?;
             write(&LogLine::Eval {
                 step: trainer.step,
                 queries: trainer.queries,

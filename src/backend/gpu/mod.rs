@@ -1,4 +1,4 @@
-//! [`GpuBackend`]: the learning core's [`Backend`] on the GPU. Forwards run through
+//! [`GpuBackend`]: the learning core's [`Backend`] on the GPU runtime ([`crate::gpu`]). Forwards run through
 //! [`GpuForward`] (frozen prefix once per image via `first_tuned`); the gradient estimate and
 //! the optimiser step are WGSL kernels (shaders/grad.wgsl, shaders/optim.wgsl) that read the
 //! LR layer inputs kept on the GPU and regenerate every noise value from its stream.
@@ -6,11 +6,10 @@
 //! What travels to the host: the per-row losses (and, for clean passes, the logits), and one
 //! f32 per step (the gradient norm). Parameters are updated in the model's GPU buffers in
 //! place; the host copy is synced lazily: tensors changed on the GPU are marked stale and read
-//! back only when [`Backend::network`], `read_params` or [`GpuBackend::sync_async`] asks for
-//! them.
+//! back only when [`Backend::network`] or `read_params` asks for them.
 //!
-//! The [`Backend`] trait is async and implemented on the `*_async` methods on every target:
-//! natively callers block on it with `pollster`, in the browser the worker awaits it.
+//! Natively callers block on the [`Backend`] futures with `pollster`; in the browser the worker
+//! awaits them.
 
 mod features;
 mod grad;
@@ -22,18 +21,23 @@ use std::sync::Arc;
 use features::FeatureBank;
 use optim::GpuOptimizer;
 
-use super::context::GpuContext;
-use super::forward::{ForwardOptions, GpuForward, LrInputs, RowOutputs};
-use super::model::GpuModel;
-use super::ops::{self, Op};
-use super::plan::{Perturbation, QueryRow, RowPlan};
-use super::readback::Staging;
-use super::tensor::GpuTensor;
-use crate::learn::backend::{Backend, Batch, CleanOut, StepPlan};
-use crate::learn::error::LearnError;
-use crate::learn::estimate::{EstimatorKind, Query};
+use super::{read_host, write_host};
+use crate::gpu::forward::{ForwardOptions, GpuForward, LrInputs, RowOutputs};
+use crate::gpu::ops::{self, Op};
+use crate::gpu::readback::Staging;
+use crate::gpu::{GpuContext, GpuError, GpuModel, GpuTensor, Perturbation, QueryRow, RowPlan};
+use crate::learn::backend::{Backend, Batch, BoxFuture, CleanOut, StepPlan};
+use crate::learn::estimate::{Query, Space};
 use crate::learn::optim::{Optimizer, OptimizerConfig};
-use crate::model::{FlatLayout, ViTForImageClassification};
+use crate::learn::LearnError;
+use crate::model::{FlatLayout, ParamTable, ViTForImageClassification};
+
+/// GPU errors reach the learning core as backend errors (the core does not import the runtime).
+impl From<GpuError> for LearnError {
+    fn from(e: GpuError) -> Self {
+        LearnError::Backend(Box::new(e))
+    }
+}
 
 /// What the last query forward left for the gradient.
 struct Queried {
@@ -95,15 +99,7 @@ impl GpuBackend {
     }
 
     fn check(&self, batch: &Batch) -> Result<(), LearnError> {
-        let per = self.net.config.image_numel();
-        if batch.is_empty() || batch.pixels.len() != batch.len() * per {
-            return Err(config_err(format!(
-                "batch of {} labels has {} pixel values",
-                batch.len(),
-                batch.pixels.len()
-            )));
-        }
-        Ok(())
+        batch.check(self.net.config.image_numel(), self.net.config.num_labels())
     }
 
     /// The forward of `plan`, reusing the prefix of the same batch and split, or assembling it
@@ -117,7 +113,7 @@ impl GpuBackend {
         let reused = same_batch.is_some();
         let given = match same_batch {
             Some(t) => Some(t),
-            None if plan.first_tuned == self.bank.first && self.bank.first > 0 => {
+            None if self.bank.serves(plan.first_tuned) => {
                 Some(self.bank.batch(&self.ctx, &self.model, batch.pixels)?)
             }
             None => None,
@@ -142,7 +138,7 @@ impl GpuBackend {
     }
 
     /// [`Backend::clean`]: every block once per image, losses and logits back.
-    pub async fn clean_async(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
+    async fn clean_now(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
         self.check(batch)?;
         let plan = RowPlan {
             rows: batch
@@ -159,7 +155,7 @@ impl GpuBackend {
             // can reuse the prefix.
             first_tuned: self
                 .first_tuned
-                .or((self.bank.first > 0).then_some(self.bank.first))
+                .or((self.bank.first() > 0).then_some(self.bank.first()))
                 .unwrap_or(self.net.vit.layers.len()),
         };
         let out = self.run(batch, &plan).await?;
@@ -170,8 +166,8 @@ impl GpuBackend {
     }
 
     /// [`Backend::query_losses`]: one forward over all query rows; the LR layer inputs stay
-    /// on the GPU for [`GpuBackend::gradient_async`] / [`GpuBackend::step_async`].
-    pub async fn query_losses_async(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
+    /// on the GPU for the gradient.
+    async fn query_losses_now(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
         self.check(batch)?;
         self.last = None;
         self.first_tuned = Some(plan.first_tuned);
@@ -182,19 +178,19 @@ impl GpuBackend {
                     let label = *batch.labels.get(q.point).ok_or_else(|| {
                         config_err(format!("query of point {} in a batch of {}", q.point, batch.len()))
                     })?;
-                    let perturbation = match plan.kind {
-                        EstimatorKind::Lr { sigma, .. } => Perturbation::Lr {
+                    let perturbation = match plan.space {
+                        Space::Activation { sigma } => Perturbation::Lr {
                             seed: plan.seed,
                             step: plan.step,
                             sigma: q.sign * sigma,
                             sites: plan.sites.clone(),
                             row: q.noise,
                         },
-                        EstimatorKind::Spsa { eps } => Perturbation::Weight {
+                        Space::Weight { scale } => Perturbation::Weight {
                             seed: plan.seed,
                             step: plan.step,
                             direction: q.noise,
-                            scale: q.sign * eps,
+                            scale: q.sign * scale,
                             tensors: plan.tensors.clone(),
                         },
                     };
@@ -232,8 +228,8 @@ impl GpuBackend {
     ) -> Result<(GpuTensor, FlatLayout), LearnError> {
         let layout = grad::layout(&self.model, &plan.tensors)?;
         let g = GpuTensor::zeros(&self.ctx, "gradient", &[layout.total])?;
-        match plan.kind {
-            EstimatorKind::Lr { .. } => {
+        match plan.space {
+            Space::Activation { .. } => {
                 let last = self
                     .last
                     .as_ref()
@@ -250,7 +246,7 @@ impl GpuBackend {
                     ops,
                 )?;
             }
-            EstimatorKind::Spsa { .. } => {
+            Space::Weight { .. } => {
                 let dirs = plan.queries.iter().map(|q| q.noise as usize + 1).max().unwrap_or(0);
                 if coefficients.len() < dirs {
                     return Err(config_err(format!(
@@ -265,7 +261,7 @@ impl GpuBackend {
     }
 
     /// [`Backend::gradient`]: the estimate, read back flat in `plan.tensors` order.
-    pub async fn gradient_async(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
+    async fn gradient_now(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
         let mut ops = Vec::new();
         let (g, _) = self.record_gradient(plan, coefficients, &mut ops)?;
         ops::submit(&self.ctx, &ops)?;
@@ -276,7 +272,7 @@ impl GpuBackend {
     /// update of the model's buffers; one submission, one f32 (the norm) read back. The
     /// optimiser state (`m`, `v`, `t`) lives here and restarts when the tuned tensors or the
     /// optimiser kind change. A non-finite norm leaves parameters and state unchanged.
-    pub async fn step_async(
+    async fn step_now(
         &mut self,
         plan: &StepPlan,
         coefficients: &[f32],
@@ -312,124 +308,102 @@ impl GpuBackend {
     }
 
     /// [`Backend::read_params`]: stale tensors come from the GPU, the rest from the host copy.
-    pub async fn read_params_async(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
-        let params = self.net.params();
+    async fn read_params_now(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
         let mut out = Vec::new();
         for &t in tensors {
-            let p = params
-                .get(t as usize)
-                .ok_or_else(|| config_err(format!("no tensor {t}")))?;
             if self.stale.contains(&t) {
                 out.extend(self.model.get(t)?.read(&self.ctx).await?);
             } else {
-                out.extend_from_slice(&p.data);
+                out.extend(read_host(&self.net, &[t])?);
             }
         }
         Ok(out)
     }
 
-    /// [`Backend::write_params`]: host copy and GPU buffers.
-    pub fn write_params_now(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
-        self.prefix = None;
-        let below = |t: u32| match self.model.ids.block_of(t) {
-            Ok(Some(block)) => block < self.bank.first,
-            Ok(None) => false,
-            Err(_) => true,
-        };
-        if tensors.iter().any(|&t| below(t)) {
-            self.bank.reset(self.bank.first);
-        }
-        let mut params = self.net.params_mut();
-        let mut off = 0;
-        for &t in tensors {
-            let p = params
-                .get_mut(t as usize)
-                .ok_or_else(|| config_err(format!("no tensor {t}")))?;
-            let n = p.data.len();
-            let src = flat
-                .get(off..off + n)
-                .ok_or_else(|| config_err("parameter vector too short".into()))?;
-            self.model.write(&self.ctx, t, src)?;
-            p.data.copy_from_slice(src);
-            self.stale.remove(&t);
-            off += n;
-        }
-        Ok(())
-    }
-
     /// Reads the stale tensors back into the host copy and returns it ([`Backend::network`]).
-    pub async fn sync_async(&mut self) -> Result<&ViTForImageClassification, LearnError> {
+    async fn sync(&mut self) -> Result<&ViTForImageClassification, LearnError> {
         if !self.stale.is_empty() {
             let stale: Vec<u32> = self.stale.iter().copied().collect();
-            let flat = self.read_params_async(&stale).await?;
-            self.write_host(&stale, &flat);
+            let flat = self.read_params_now(&stale).await?;
+            write_host(&mut self.net, &stale, &flat, |_, _| Ok(()))?;
             self.stale.clear();
         }
         Ok(&self.net)
     }
-
-    fn write_host(&mut self, tensors: &[u32], flat: &[f32]) {
-        let mut params = self.net.params_mut();
-        let mut off = 0;
-        for &t in tensors {
-            if let Some(p) = params.get_mut(t as usize) {
-                let n = p.data.len();
-                p.data.copy_from_slice(&flat[off..off + n]);
-                off += n;
-            }
-        }
-    }
-
-    /// The host copy, possibly older than the GPU for tensors stepped since the last sync.
-    pub fn network_unsynced(&self) -> &ViTForImageClassification {
-        &self.net
-    }
 }
 
 impl Backend for GpuBackend {
-    async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
-        self.clean_async(batch).await
+    fn name(&self) -> &'static str {
+        if cfg!(target_arch = "wasm32") {
+            "webgpu"
+        } else {
+            "gpu"
+        }
     }
 
-    async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
-        self.query_losses_async(batch, plan).await
+    fn clean<'a>(&'a mut self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<CleanOut, LearnError>> {
+        Box::pin(self.clean_now(batch))
     }
 
-    async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
-        self.gradient_async(plan, coefficients).await
+    fn query_losses<'a>(
+        &'a mut self,
+        batch: &'a Batch<'a>,
+        plan: &'a StepPlan,
+    ) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
+        Box::pin(self.query_losses_now(batch, plan))
     }
 
-    async fn read_params(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
-        self.read_params_async(tensors).await
+    fn gradient<'a>(
+        &'a mut self,
+        plan: &'a StepPlan,
+        coefficients: &'a [f32],
+    ) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
+        Box::pin(self.gradient_now(plan, coefficients))
     }
 
+    fn read_params<'a>(&'a self, tensors: &'a [u32]) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
+        Box::pin(self.read_params_now(tensors))
+    }
+
+    /// Host copy and GPU buffers.
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
-        self.write_params_now(tensors, flat)
+        self.prefix = None;
+        self.bank.invalidate_for(&self.model.ids, tensors);
+        let (ctx, model, stale) = (&self.ctx, &self.model, &mut self.stale);
+        write_host(&mut self.net, tensors, flat, |t, values| {
+            model.write(ctx, t, values)?;
+            stale.remove(&t);
+            Ok(())
+        })
     }
 
     fn host_network(&self) -> &ViTForImageClassification {
         &self.net
     }
 
+    fn table(&self) -> &ParamTable {
+        &self.model.ids
+    }
+
     fn freeze_below(&mut self, block: usize) {
-        if block != self.bank.first {
+        if block != self.bank.first() {
             self.bank.reset(block);
         }
     }
 
-    async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError> {
-        self.sync_async().await
+    fn network<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a ViTForImageClassification, LearnError>> {
+        Box::pin(self.sync())
     }
 
     /// On the GPU, with the optimiser state kept there; only `optimizer.config` is used.
-    async fn step(
-        &mut self,
-        plan: &StepPlan,
-        coefficients: &[f32],
-        optimizer: &mut Optimizer,
+    fn step<'a>(
+        &'a mut self,
+        plan: &'a StepPlan,
+        coefficients: &'a [f32],
+        optimizer: &'a mut Optimizer,
         lr: f32,
-    ) -> Result<f32, LearnError> {
+    ) -> BoxFuture<'a, Result<f32, LearnError>> {
         let config = optimizer.config;
-        self.step_async(plan, coefficients, &config, lr).await
+        Box::pin(async move { self.step_now(plan, coefficients, &config, lr).await })
     }
 }

@@ -3,16 +3,15 @@
 //! WebGPU exists. Blocks below the first tuned block run once per image (frozen prefix).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
-use super::backend::{Backend, Batch, CleanOut, StepPlan, FEATURE_CACHE_BYTES};
-use super::error::LearnError;
-use super::estimate::{EstimatorKind, Query};
+use super::{read_host, write_host, FeatureCache};
+use crate::learn::backend::{Backend, Batch, BoxFuture, CleanOut, StepPlan};
+use crate::learn::estimate::{Query, Space};
+use crate::learn::LearnError;
 use crate::model::nn::{cross_entropy, LayerNorm};
-use crate::model::params::ParamTable;
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
-use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ViTForImageClassification};
+use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ParamTable, ViTForImageClassification};
 use crate::noise::Stream;
 
 pub struct CpuBackend {
@@ -22,12 +21,9 @@ pub struct CpuBackend {
     /// Per query (LR): what the gradient needs, and the (seed, step, queries) it is of.
     recorded: Vec<QueryRecord>,
     recorded_for: Option<(u64, u32, Vec<Query>)>,
-    /// Blocks below `frozen` are not tuned in this run, so each image's residual stream
-    /// entering block `frozen` is computed once and kept across steps (0: nothing cached).
-    frozen: usize,
-    /// Image pixel hash -> (pixels, stream entering block `frozen`).
-    features: HashMap<u64, (Vec<f32>, Vec<f32>)>,
-    cached_bytes: usize,
+    /// Blocks below `features.first` are not tuned in this run, so each image's residual
+    /// stream entering that block is computed once and kept across steps.
+    features: FeatureCache<Vec<f32>>,
 }
 
 /// What the gradient needs of one perturbed site in one query.
@@ -91,9 +87,7 @@ impl CpuBackend {
             net,
             recorded: Vec::new(),
             recorded_for: None,
-            frozen: 0,
-            features: HashMap::new(),
-            cached_bytes: 0,
+            features: FeatureCache::default(),
         }
     }
 
@@ -108,45 +102,20 @@ impl CpuBackend {
     }
 
     fn check(&self, batch: &Batch) -> Result<(), LearnError> {
-        if batch.pixels.len() != batch.len() * self.image_len() || batch.is_empty() {
-            return Err(LearnError::Config {
-                message: format!(
-                    "batch of {} labels has {} pixel values",
-                    batch.len(),
-                    batch.pixels.len()
-                ),
-            });
-        }
-        let classes = self.net.config.num_labels();
-        if let Some(&y) = batch.labels.iter().find(|&&y| y >= classes) {
-            return Err(LearnError::Config {
-                message: format!("label {y} in a batch for a model of {classes} classes"),
-            });
-        }
-        Ok(())
+        batch.check(self.image_len(), self.net.config.num_labels())
     }
 
     /// The residual stream entering block `first`, from the feature cache when `first` is the
     /// frozen boundary (the stream is then a pure function of the pixels).
     fn prefix_cached(&mut self, pixels: &[f32], first: usize) -> Vec<f32> {
-        if first == 0 || first != self.frozen {
+        if !self.features.serves(first) {
             return self.prefix(pixels, first);
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        pixels.iter().for_each(|p| p.to_bits().hash(&mut h));
-        let key = h.finish();
-        if let Some((px, stream)) = self.features.get(&key) {
-            if px.as_slice() == pixels {
-                return stream.clone();
-            }
+        if let Some(stream) = self.features.get(pixels) {
+            return stream.clone();
         }
         let stream = self.prefix(pixels, first);
-        let bytes = 4 * (pixels.len() + stream.len());
-        // A key taken by other pixels (a hash collision) stays with its first image.
-        if self.cached_bytes + bytes <= FEATURE_CACHE_BYTES && !self.features.contains_key(&key) {
-            self.cached_bytes += bytes;
-            self.features.insert(key, (pixels.to_vec(), stream.clone()));
-        }
+        self.features.insert(pixels, stream.clone(), 4 * stream.len());
         stream
     }
 
@@ -312,12 +281,12 @@ fn accumulate_outer(
     }
 }
 
-impl Backend for CpuBackend {
-    async fn clean(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
+impl CpuBackend {
+    fn clean_now(&mut self, batch: &Batch) -> Result<CleanOut, LearnError> {
         self.check(batch)?;
         let mut losses = Vec::with_capacity(batch.len());
         let mut logits = Vec::new();
-        let first = self.frozen;
+        let first = self.features.first;
         for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
             let z = self.net.logits_from(&hidden, first, &mut NoHook);
             losses.push(cross_entropy(&z, y));
@@ -326,22 +295,19 @@ impl Backend for CpuBackend {
         Ok(CleanOut { losses, logits })
     }
 
-    fn freeze_below(&mut self, block: usize) {
-        if block != self.frozen {
-            self.frozen = block;
-            self.features.clear();
-            self.cached_bytes = 0;
-        }
-    }
-
-    async fn query_losses(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
+    fn query_losses_now(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
         self.check(batch)?;
+        if let Some(q) = plan.queries.iter().find(|q| q.point >= batch.len()) {
+            return Err(LearnError::Config {
+                message: format!("query of point {} in a batch of {}", q.point, batch.len()),
+            });
+        }
         let prefixes = self.prefixes(batch, plan.first_tuned);
         let mut losses = vec![0.0f32; plan.queries.len()];
         self.recorded.clear();
         self.recorded_for = Some((plan.seed, plan.step, plan.queries.clone()));
-        match plan.kind {
-            EstimatorKind::Lr { sigma, .. } => {
+        match plan.space {
+            Space::Activation { sigma } => {
                 let norms = tuned_norms(plan, &self.ids);
                 // The first tuned block's clean Q, K, V do not depend on the noise: once per image.
                 let net = &self.net;
@@ -379,14 +345,14 @@ impl Backend for CpuBackend {
                     self.recorded.push(hook.record);
                 }
             }
-            EstimatorKind::Spsa { eps } => {
+            Space::Weight { scale } => {
                 // One perturbed copy per (direction, side), shared by every point using it.
                 let mut by_dir: HashMap<(u32, i32), Vec<usize>> = HashMap::new();
                 for (r, q) in plan.queries.iter().enumerate() {
                     by_dir.entry((q.noise, q.sign as i32)).or_default().push(r);
                 }
                 for ((k, side), rows) in by_dir {
-                    let net = perturbed_copy(&self.net, plan.seed, plan.step, k, side as f32 * eps, &plan.tensors)?;
+                    let net = perturbed_copy(&self.net, plan.seed, plan.step, k, side as f32 * scale, &plan.tensors)?;
                     for r in rows {
                         let q = plan.queries[r];
                         let z = net.logits_from(&prefixes[q.point], plan.first_tuned, &mut NoHook);
@@ -398,7 +364,7 @@ impl Backend for CpuBackend {
         Ok(losses)
     }
 
-    async fn gradient(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
+    fn gradient_now(&mut self, plan: &StepPlan, coefficients: &[f32]) -> Result<Vec<f32>, LearnError> {
         let params = self.net.params();
         let layout = self
             .ids
@@ -407,9 +373,9 @@ impl Backend for CpuBackend {
         let offsets = &layout.offsets;
         let mut grad = vec![0.0f64; layout.total];
         let slot = |t: u32| layout.offset(t);
-        match plan.kind {
-            EstimatorKind::Lr { .. } => self.lr_gradient(plan, coefficients, &slot, &mut grad)?,
-            EstimatorKind::Spsa { .. } => {
+        match plan.space {
+            Space::Activation { .. } => self.lr_gradient(plan, coefficients, &slot, &mut grad)?,
+            Space::Weight { .. } => {
                 for (k, &c) in coefficients.iter().enumerate() {
                     for (i, &t) in plan.tensors.iter().enumerate() {
                         let n = params[t as usize].numel();
@@ -424,51 +390,58 @@ impl Backend for CpuBackend {
         }
         Ok(grad.into_iter().map(|g| g as f32).collect())
     }
+}
 
-    async fn read_params(&self, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
-        let params = self.net.params();
-        let mut out = Vec::new();
-        for &t in tensors {
-            let p = params.get(t as usize).ok_or_else(|| LearnError::Config {
-                message: format!("no tensor {t}"),
-            })?;
-            out.extend_from_slice(&p.data);
-        }
-        Ok(out)
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn clean<'a>(&'a mut self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<CleanOut, LearnError>> {
+        Box::pin(std::future::ready(self.clean_now(batch)))
+    }
+
+    fn query_losses<'a>(
+        &'a mut self,
+        batch: &'a Batch<'a>,
+        plan: &'a StepPlan,
+    ) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
+        Box::pin(std::future::ready(self.query_losses_now(batch, plan)))
+    }
+
+    fn gradient<'a>(
+        &'a mut self,
+        plan: &'a StepPlan,
+        coefficients: &'a [f32],
+    ) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
+        Box::pin(std::future::ready(self.gradient_now(plan, coefficients)))
+    }
+
+    fn read_params<'a>(&'a self, tensors: &'a [u32]) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
+        Box::pin(std::future::ready(read_host(&self.net, tensors)))
     }
 
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
         // A frozen tensor changed: the kept features are stale.
-        let frozen = |t: u32| match self.ids.block_of(t) {
-            Ok(Some(block)) => block < self.frozen,
-            Ok(None) => false,
-            Err(_) => true,
-        };
-        if tensors.iter().any(|&t| frozen(t)) {
-            self.features.clear();
-            self.cached_bytes = 0;
+        self.features.invalidate_for(&self.ids, tensors);
+        write_host(&mut self.net, tensors, flat, |_, _| Ok(()))
+    }
+
+    fn freeze_below(&mut self, block: usize) {
+        if block != self.features.first {
+            self.features.reset(block);
         }
-        let mut params = self.net.params_mut();
-        let mut off = 0;
-        for &t in tensors {
-            let p = params.get_mut(t as usize).ok_or_else(|| LearnError::Config {
-                message: format!("no tensor {t}"),
-            })?;
-            let n = p.data.len();
-            let src = flat.get(off..off + n).ok_or_else(|| LearnError::Config {
-                message: "parameter vector too short".into(),
-            })?;
-            p.data.copy_from_slice(src);
-            off += n;
-        }
-        Ok(())
     }
 
     fn host_network(&self) -> &ViTForImageClassification {
         &self.net
     }
 
-    async fn network(&mut self) -> Result<&ViTForImageClassification, LearnError> {
-        Ok(&self.net)
+    fn table(&self) -> &ParamTable {
+        &self.ids
+    }
+
+    fn network<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a ViTForImageClassification, LearnError>> {
+        Box::pin(std::future::ready(Ok(&self.net)))
     }
 }
