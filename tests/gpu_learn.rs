@@ -17,9 +17,10 @@ use flops_web::backend::gpu::GpuBackend;
 use flops_web::gpu::{GpuContext, GpuOptions};
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::data::Dataset;
+use flops_web::learn::data::Examples;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
-use flops_web::learn::trainer::{evaluate, Prepared, TrainConfig, Trainer};
+use flops_web::learn::trainer::{evaluate, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
 use flops_web::model::params::ParamTable;
@@ -295,7 +296,7 @@ fn animal_config(steps: usize) -> TrainConfig {
 fn gpu_trainer_lowers_the_clean_loss() {
     let (net, train) = animal_model();
     let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Prepared::new(&train, &pre).unwrap();
+    let data = Examples::prepare(&train, &pre).unwrap();
     let config = animal_config(12);
     let mut trainer = Trainer::new(
         Box::new(GpuBackend::new(ctx(), net).unwrap()),
@@ -325,7 +326,7 @@ fn gpu_trainer_lowers_the_clean_loss() {
 fn gpu_optimizer_step_lowers_the_clean_loss() {
     let (net, train) = animal_model();
     let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Prepared::new(&train, &pre).unwrap();
+    let data = Examples::prepare(&train, &pre).unwrap();
     let config = animal_config(12);
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
     let before = block_on(evaluate(&mut gpu, &data, 32)).unwrap();
@@ -486,7 +487,7 @@ fn gpu_frozen_features_are_kept_across_steps() {
 fn cpu_and_gpu_trainers_take_the_same_first_step() {
     let (net, train) = animal_model();
     let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Prepared::new(&train, &pre).unwrap();
+    let data = Examples::prepare(&train, &pre).unwrap();
     let mut config = animal_config(1);
     config.tuning = Tuning::Last(1);
     config.allocator = AllocatorKind::Flops;

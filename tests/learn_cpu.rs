@@ -12,9 +12,10 @@
 mod common;
 
 use flops_web::backend::cpu::CpuBackend;
+use flops_web::learn::data::Examples;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
-use flops_web::learn::trainer::{Prepared, TrainConfig, Trainer};
+use flops_web::learn::trainer::{TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
 use flops_web::learn::AllocatorKind;
 
@@ -44,8 +45,8 @@ fn head_lr_flops_learns_animal_shape_on_cpu() {
         },
         seed: 7,
     };
-    let train_p = Prepared::new(&train, &pre).unwrap();
-    let val_p = Prepared::new(&val, &pre).unwrap();
+    let train_p = Examples::prepare(&train, &pre).unwrap();
+    let val_p = Examples::prepare(&val, &pre).unwrap();
     let mut trainer = Trainer::new(Box::new(CpuBackend::new(model.net)), config.clone(), train_p).unwrap();
     let before = block_on(trainer.evaluate(&val_p)).unwrap();
     let t0 = std::time::Instant::now();
@@ -105,7 +106,7 @@ fn bernoulli_allocator_follows_the_epochs() {
     let mut trainer = Trainer::new(
         Box::new(CpuBackend::new(model.net)),
         config,
-        Prepared::new(&train, &pre).unwrap(),
+        Examples::prepare(&train, &pre).unwrap(),
     )
     .unwrap();
     for _ in 0..5 {

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::error::LearnError;
-use crate::model::Image;
+use crate::model::{Image, Preprocessor};
 
 /// Images with integer labels into `classes`.
 #[derive(Debug, Clone, Default)]
@@ -173,27 +173,13 @@ impl Dataset {
     /// A stratified split: about `fraction` of every class goes to the second set (at least one
     /// image per class with 2+ images), chosen by `seed`.
     pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut a = Dataset {
+        let (keep, held) = stratified_split(&self.labels, self.classes.len(), fraction, seed);
+        let pick = |idx: Vec<usize>| Dataset {
             classes: self.classes.clone(),
-            ..Default::default()
+            images: idx.iter().map(|&i| self.images[i].clone()).collect(),
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
         };
-        let mut b = a.clone();
-        for class in 0..self.classes.len() {
-            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.labels[i] == class).collect();
-            idx.shuffle(&mut rng);
-            let k = if idx.len() >= 2 {
-                ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1)
-            } else {
-                0
-            };
-            for (j, &i) in idx.iter().enumerate() {
-                let dst = if j < k { &mut b } else { &mut a };
-                dst.images.push(self.images[i].clone());
-                dst.labels.push(self.labels[i]);
-            }
-        }
-        (a, b)
+        (pick(keep), pick(held))
     }
 
     /// The first `n` images per class, in order (a balanced subset).
@@ -211,5 +197,114 @@ impl Dataset {
             }
         }
         out
+    }
+}
+
+/// The one stratified split: about `fraction` of every class with 2+ examples is held out
+/// (at least 1, never all; none when `fraction` is 0), shuffled by `seed`. Returns the indices
+/// kept and held out, class by class.
+pub fn stratified_split(labels: &[usize], classes: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut keep, mut held) = (Vec::new(), Vec::new());
+    for class in 0..classes {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        idx.shuffle(&mut rng);
+        let k = if idx.len() >= 2 && fraction > 0.0 {
+            ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1)
+        } else {
+            0
+        };
+        held.extend_from_slice(&idx[..k]);
+        keep.extend_from_slice(&idx[k..]);
+    }
+    (keep, held)
+}
+
+/// Preprocessed images with their labels, ready for batches: `[N, C, H, W]` f32 at the model's
+/// input size (3 KB an image for the default 28x28 model), never decoded bitmaps. The trainer,
+/// the CLI and the page all keep examples this way.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Examples {
+    /// `[N, C, H, W]`.
+    pub pixels: Vec<f32>,
+    pub labels: Vec<usize>,
+    pub image_len: usize,
+}
+
+impl Examples {
+    /// No examples yet, of `image_len` values each.
+    pub fn new(image_len: usize) -> Self {
+        Self {
+            image_len,
+            ..Default::default()
+        }
+    }
+
+    /// Every image of `data`, preprocessed by `pre`.
+    pub fn prepare(data: &Dataset, pre: &Preprocessor) -> Result<Self, LearnError> {
+        let mut out = Self::new(pre.output_len());
+        for (img, &label) in data.images.iter().zip(&data.labels) {
+            out.push(&pre.apply(img)?, label);
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn push(&mut self, pixels: &[f32], label: usize) {
+        debug_assert_eq!(pixels.len(), self.image_len);
+        self.pixels.extend_from_slice(pixels);
+        self.labels.push(label);
+    }
+
+    pub fn image(&self, i: usize) -> &[f32] {
+        &self.pixels[i * self.image_len..(i + 1) * self.image_len]
+    }
+
+    /// Examples per class (labels at or above `classes` are not counted).
+    pub fn counts(&self, classes: usize) -> Vec<usize> {
+        let mut c = vec![0; classes];
+        for &l in &self.labels {
+            if l < classes {
+                c[l] += 1;
+            }
+        }
+        c
+    }
+
+    /// The examples at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Self {
+        let mut out = Self::new(self.image_len);
+        out.pixels.reserve(idx.len() * self.image_len);
+        for &i in idx {
+            out.push(self.image(i), self.labels[i]);
+        }
+        out
+    }
+
+    /// Removes every example of `class` and renumbers the classes above it.
+    pub fn remove_class(&mut self, class: usize) {
+        let keep: Vec<usize> = (0..self.len()).filter(|&i| self.labels[i] != class).collect();
+        let mut out = self.select(&keep);
+        out.labels.iter_mut().filter(|l| **l > class).for_each(|l| *l -= 1);
+        *self = out;
+    }
+
+    /// The [`stratified_split`] of these examples: (kept, held out).
+    pub fn split(&self, classes: usize, fraction: f64, seed: u64) -> (Self, Self) {
+        let (keep, held) = stratified_split(&self.labels, classes, fraction, seed);
+        (self.select(&keep), self.select(&held))
+    }
+
+    /// The batch at `idx`: pixels and labels.
+    pub fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<usize>) {
+        let b = self.select(idx);
+        (b.pixels, b.labels)
     }
 }

@@ -9,6 +9,7 @@ pub mod es;
 pub mod estimate;
 pub mod lr;
 pub mod optim;
+pub mod options;
 pub mod spsa;
 pub mod trainer;
 pub mod tuning;

@@ -8,13 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::allocate::{make_allocator, Allocator, AllocatorKind, BatchStats, Budget, Feedback};
 use super::backend::{Backend, Batch, StepPlan};
-use super::data::Dataset;
+use super::data::Examples;
 use super::error::LearnError;
 use super::estimate::{Estimator, EstimatorKind, Results};
 use super::optim::{Optimizer, OptimizerConfig};
 use super::tuning::Tuning;
 use crate::model::nn::softmax;
-use crate::model::Preprocessor;
 
 /// Everything that defines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,45 +27,6 @@ pub struct TrainConfig {
     pub tuning: Tuning,
     pub optimizer: OptimizerConfig,
     pub seed: u64,
-}
-
-/// Preprocessed images, ready for batches.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub pixels: Vec<f32>,
-    pub labels: Vec<usize>,
-    pub image_len: usize,
-}
-
-impl Prepared {
-    pub fn new(data: &Dataset, pre: &Preprocessor) -> Result<Self, LearnError> {
-        let mut pixels = Vec::new();
-        for img in &data.images {
-            pixels.extend(pre.apply(img)?);
-        }
-        let image_len = if data.is_empty() { 0 } else { pixels.len() / data.len() };
-        Ok(Self {
-            pixels,
-            labels: data.labels.clone(),
-            image_len,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<usize>) {
-        let mut px = Vec::with_capacity(idx.len() * self.image_len);
-        for &i in idx {
-            px.extend_from_slice(&self.pixels[i * self.image_len..(i + 1) * self.image_len]);
-        }
-        (px, idx.iter().map(|&i| self.labels[i]).collect())
-    }
 }
 
 /// One training step's metrics.
@@ -120,7 +80,7 @@ pub struct Trainer {
     optimizer: Optimizer,
     plan_template: StepPlan,
     budget: Budget,
-    train: Prepared,
+    train: Examples,
     num_labels: usize,
     order: Vec<usize>,
     cursor: usize,
@@ -132,7 +92,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(mut backend: Box<dyn Backend>, config: TrainConfig, train: Prepared) -> Result<Self, LearnError> {
+    pub fn new(mut backend: Box<dyn Backend>, config: TrainConfig, train: Examples) -> Result<Self, LearnError> {
         config.estimator.validate()?;
         let estimator = config.estimator.build();
         let layers = backend.host_network().vit.layers.len();
@@ -295,14 +255,14 @@ impl Trainer {
     }
 
     /// Loss, accuracy and confusion matrix on `data`, in batches on the backend.
-    pub async fn evaluate(&mut self, data: &Prepared) -> Result<EvalResult, LearnError> {
+    pub async fn evaluate(&mut self, data: &Examples) -> Result<EvalResult, LearnError> {
         evaluate(self.backend.as_mut(), data, self.config.batch.max(16)).await
     }
 }
 
 /// Loss, accuracy and confusion matrix of `backend`'s network on `data` (its labels must be
 /// the network's classes).
-pub async fn evaluate(backend: &mut dyn Backend, data: &Prepared, batch: usize) -> Result<EvalResult, LearnError> {
+pub async fn evaluate(backend: &mut dyn Backend, data: &Examples, batch: usize) -> Result<EvalResult, LearnError> {
     let num_labels = backend.host_network().config.num_labels();
     let mut confusion = vec![vec![0usize; num_labels]; num_labels];
     let (mut loss, mut correct) = (0.0f64, 0usize);

@@ -335,6 +335,11 @@ impl Preprocessor {
         Ok(img)
     }
 
+    /// The number of values [`Preprocessor::apply`] returns: `C * H * W` at the model's size.
+    pub fn output_len(&self) -> usize {
+        self.channels * self.out.0 as usize * self.out.1 as usize
+    }
+
     /// `[C, H, W]` f32 pixel values.
     pub fn apply(&self, image: &Image) -> Result<Vec<f32>> {
         let img = self.prepare(image)?;

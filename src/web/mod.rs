@@ -10,8 +10,7 @@
 //! `Result<_, JsError>`, so JS sees an `Error` with the core's message; panics print through
 //! `console_error_panic_hook`.
 
-mod examples;
-mod params;
+mod images;
 mod reports;
 
 use std::cell::RefCell;
@@ -23,8 +22,6 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-pub use examples::Examples;
-pub use params::TrainParams;
 use reports::{DataSummary, DeviceInfo, Evaluation, Limits, ModelInfo, Prediction, TopK, TrainingStarted};
 
 use crate::backend::cpu::CpuBackend;
@@ -32,7 +29,9 @@ use crate::backend::gpu::GpuBackend;
 use crate::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
 use crate::learn::backend::Backend;
 use crate::learn::data::Dataset;
-use crate::learn::trainer::{Prepared, Trainer};
+use crate::learn::data::Examples;
+use crate::learn::options::TrainOptions;
+use crate::learn::trainer::Trainer;
 use crate::model::nn::softmax;
 use crate::model::{Image, LoadOptions, Model, ModelFiles, ViTForImageClassification};
 
@@ -87,7 +86,7 @@ struct State {
     trainer: Option<Trainer>,
     /// The trainer is out of `trainer` while one of its awaits runs (a step, a readback).
     busy: bool,
-    validation_prepared: Option<Prepared>,
+    validation_prepared: Option<Examples>,
     seed: u64,
 }
 
@@ -315,7 +314,7 @@ impl Learner {
     /// Adds one example from raw pixels (`ImageData`: RGBA; or gray/RGB bytes).
     #[wasm_bindgen(js_name = addExamplePixels)]
     pub fn add_example_pixels(&self, class: usize, width: u32, height: u32, data: Vec<u8>) -> Result<usize, JsError> {
-        let img = examples::raw_image(width, height, data).map_err(js_err)?;
+        let img = images::raw_image(width, height, data).map_err(js_err)?;
         self.add_image(class, &img)
     }
 
@@ -370,7 +369,7 @@ impl Learner {
         let (h, w) = s.model.config().image_size.hw();
         let ch = s.model.config().num_channels;
         for i in (0..s.train.len()).filter(|&i| s.train.labels[i] == class).take(max) {
-            let rgba = examples::tensor_to_rgba(&s.model.preprocessor, s.train.image(i), ch, h * w);
+            let rgba = images::tensor_to_rgba(&s.model.preprocessor, s.train.image(i), ch, h * w);
             out.push(&image_object(w, h, &rgba));
         }
         Ok(out)
@@ -384,8 +383,8 @@ impl Learner {
         let state = self.state.clone();
         let gpu = self.gpu.clone();
         future_to_promise(async move {
-            let params: TrainParams = if params.is_undefined() || params.is_null() {
-                TrainParams::default()
+            let params: TrainOptions = if params.is_undefined() || params.is_null() {
+                TrainOptions::default()
             } else {
                 serde_wasm_bindgen::from_value(params).map_err(|e| JsError::new(&format!("train params: {e}")))?
             };
@@ -431,7 +430,7 @@ impl Learner {
                 None => Box::new(CpuBackend::new(s.model.net.clone())),
             };
             let backend_name = backend.name();
-            let trainer = Trainer::new(backend, config, train.prepared()).map_err(js_err)?;
+            let trainer = Trainer::new(backend, config, train.clone()).map_err(js_err)?;
             let net = trainer.backend.host_network();
             let tuned = trainer
                 .tuned_tensors()
@@ -446,7 +445,7 @@ impl Learner {
                 tuned_parameters: tuned,
                 classes: s.classes.clone(),
             };
-            s.validation_prepared = (!val.is_empty()).then(|| val.prepared());
+            s.validation_prepared = (!val.is_empty()).then(|| val.clone());
             s.trainer = Some(trainer);
             to_js(&started).map_err(Into::into)
         })
@@ -478,7 +477,7 @@ impl Learner {
                 let s = state.borrow();
                 match (&s.validation_prepared, s.validation.is_empty()) {
                     (Some(v), _) => v.clone(),
-                    (None, false) => s.validation.prepared(),
+                    (None, false) => s.validation.clone(),
                     (None, true) => return Err(JsError::new("no validation data").into()),
                 }
             };
@@ -526,11 +525,7 @@ impl Learner {
     pub fn gallery(&self, max: usize) -> Result<Array, JsError> {
         let s = self.state.borrow();
         let val = match &s.validation_prepared {
-            Some(v) => Examples {
-                pixels: v.pixels.clone(),
-                labels: v.labels.clone(),
-                image_len: v.image_len,
-            },
+            Some(v) => v.clone(),
             None => s.validation.clone(),
         };
         let (h, w) = s.model.config().image_size.hw();
@@ -545,7 +540,7 @@ impl Learner {
                 .max_by(|&a, &b| p.probabilities[a].total_cmp(&p.probabilities[b]))
                 .unwrap_or(0);
             let o = Object::new();
-            let rgba = examples::tensor_to_rgba(&s.model.preprocessor, px, ch, h * w);
+            let rgba = images::tensor_to_rgba(&s.model.preprocessor, px, ch, h * w);
             set(&o, "image", image_object(w, h, &rgba));
             set(&o, "label", val.labels[i] as u32);
             set(&o, "predicted", pred as u32);
@@ -576,7 +571,7 @@ impl Learner {
     /// Classifies raw pixels (RGBA `ImageData`, gray or RGB); on WebGPU where present.
     #[wasm_bindgen(js_name = predictPixels)]
     pub fn predict_pixels(&self, width: u32, height: u32, data: Vec<u8>) -> js_sys::Promise {
-        let img = examples::raw_image(width, height, data);
+        let img = images::raw_image(width, height, data);
         self.predict_image(img)
     }
 
@@ -699,7 +694,7 @@ async fn take_trained(state: &RefCell<State>) -> Result<Option<ViTForImageClassi
 /// Evaluates the trainer's current network where [`EVALUATE_ON_GPU`] says; returns the backend.
 async fn evaluate_trainer(
     t: &mut Trainer,
-    val: &Prepared,
+    val: &Examples,
 ) -> Result<(crate::learn::trainer::EvalResult, &'static str), JsError> {
     if t.backend.name() == "cpu" || EVALUATE_ON_GPU {
         let r = t.evaluate(val).await.map_err(js_err)?;

@@ -7,12 +7,13 @@ use clap::Args;
 use flops_web::backend::cpu::CpuBackend;
 use flops_web::backend::gpu::GpuBackend;
 use flops_web::learn::backend::Backend;
+use flops_web::learn::data::Examples;
 use flops_web::learn::data::{Dataset, Skipped};
 use flops_web::learn::estimate::EstimatorKind;
-use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
-use flops_web::learn::trainer::{evaluate, EvalResult, Prepared, TrainConfig, Trainer};
+use flops_web::learn::options::TrainOptions;
+use flops_web::learn::trainer::{evaluate, EvalResult, TrainConfig, Trainer};
 use flops_web::learn::tuning::Tuning;
-use flops_web::learn::{AllocatorKind, LearnError};
+use flops_web::learn::LearnError;
 use flops_web::model::{LoadOptions, Model};
 use serde::Serialize;
 
@@ -28,7 +29,7 @@ pub struct DataArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Share of each class held out for validation when --data is a folder.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = defaults().validation_fraction)]
     val_fraction: f64,
 }
 
@@ -36,18 +37,20 @@ pub struct DataArgs {
 pub struct FinetuneArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// lr (likelihood ratio, activation noise) or spsa (two-point weight perturbation).
-    #[arg(long, default_value = "lr", value_parser = ["lr", "spsa"])]
+    /// Gradient estimator: lr (likelihood ratio, activation noise), spsa (two-point weight
+    /// perturbation) or es (one-sided weight perturbation).
+    #[arg(long, default_value_t = defaults().estimator,
+          value_parser = clap::builder::PossibleValuesParser::new(EstimatorKind::NAMES))]
     estimator: String,
     /// Query allocator: flops, uniform, neyman or bernoulli.
-    #[arg(long, default_value = "flops")]
-    allocator: AllocatorKind,
+    #[arg(long, default_value_t = defaults().allocator)]
+    allocator: String,
     /// Perturbed queries per data point on average (n_bar); the step budget is batch * n_bar.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults().queries_per_point)]
     budget: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = defaults().batch)]
     batch: usize,
-    /// Optimiser steps (or use --epochs).
+    /// Optimiser steps [default: 200] (or use --epochs).
     #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
     #[arg(long)]
@@ -55,11 +58,22 @@ pub struct FinetuneArgs {
     /// What to tune: head, or last:K (the last K blocks, the final LayerNorm and the head).
     #[arg(long, default_value = "head")]
     tune: Tuning,
-    /// Adam learning rate (cosine decay).
-    #[arg(long, default_value_t = 0.05)]
+    /// Base learning rate.
+    #[arg(long, default_value_t = defaults().learning_rate)]
     lr: f32,
-    /// Noise scale: LR activation sigma, or SPSA eps.
-    #[arg(long, default_value_t = 0.1)]
+    /// adam or sgd (momentum 0.9).
+    #[arg(long, default_value_t = defaults().optimizer,
+          value_parser = clap::builder::PossibleValuesParser::new(TrainOptions::OPTIMIZERS))]
+    optimizer: String,
+    /// Learning-rate schedule: cosine (decay to 0 over the run) or constant.
+    #[arg(long, default_value_t = defaults().schedule,
+          value_parser = clap::builder::PossibleValuesParser::new(TrainOptions::SCHEDULES))]
+    schedule: String,
+    /// Clip the gradient to this global norm [default: 5]; 0: no clipping.
+    #[arg(long)]
+    clip_norm: Option<f32>,
+    /// Noise scale: LR and ES sigma, or SPSA eps.
+    #[arg(long, default_value_t = defaults().noise_scale)]
     sigma: f32,
     /// One-sided LR instead of antithetic pairs.
     #[arg(long)]
@@ -67,7 +81,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Validate every this many steps (and at the end).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults().eval_every)]
     eval_every: usize,
     /// Where to write the fine-tuned model (HF layout) and log.jsonl.
     #[arg(long)]
@@ -79,6 +93,11 @@ pub struct FinetuneArgs {
     /// a machine without a GPU, lavapipe) or cpu (the reference implementation).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
     backend: String,
+}
+
+/// The defaults the page uses too.
+fn defaults() -> TrainOptions {
+    TrainOptions::default()
 }
 
 #[derive(Args)]
@@ -163,31 +182,37 @@ enum LogLine<'a> {
 }
 
 pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
-    let estimator = match args.estimator.as_str() {
-        "spsa" => EstimatorKind::Spsa { eps: args.sigma },
-        _ => EstimatorKind::Lr {
-            sigma: args.sigma,
-            antithetic: !args.no_antithetic,
-        },
-    };
     let (model, train, val) = load(&args.data, args.seed)?;
     let per_epoch = train.len().div_ceil(args.batch.max(1));
-    let steps = args.steps.or(args.epochs.map(|e| e * per_epoch)).unwrap_or(300);
-    let config = TrainConfig {
-        estimator,
-        allocator: args.allocator,
+    let steps = args
+        .steps
+        .or(args.epochs.map(|e| e * per_epoch))
+        .unwrap_or(defaults().steps);
+    let options = TrainOptions {
+        estimator: args.estimator.clone(),
+        antithetic: !args.no_antithetic,
+        allocator: args.allocator.clone(),
         queries_per_point: args.budget,
         batch: args.batch,
         steps,
-        tuning: args.tune,
-        optimizer: OptimizerConfig {
-            kind: OptimizerKind::adam(),
-            lr: args.lr,
-            schedule: Schedule::Cosine,
-            clip_norm: Some(5.0),
+        learning_rate: args.lr,
+        noise_scale: args.sigma,
+        tuned_layers: match args.tune {
+            Tuning::Head => 0,
+            Tuning::Last(k) => k,
         },
-        seed: args.seed,
+        optimizer: args.optimizer.clone(),
+        schedule: args.schedule.clone(),
+        clip_norm: match args.clip_norm {
+            None => defaults().clip_norm,
+            Some(c) if c == 0.0 => None,
+            Some(c) => Some(c),
+        },
+        seed: Some(args.seed),
+        eval_every: args.eval_every,
+        validation_fraction: args.data.val_fraction,
     };
+    let config = options.to_config(args.seed).map_err(learn_err)?;
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::Io {
         path: args.out.clone(),
         message: e.to_string(),
@@ -212,8 +237,8 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
     })?;
 
     let pre = model.preprocessor.clone();
-    let train_p = Prepared::new(&train, &pre).map_err(learn_err)?;
-    let val_p = Prepared::new(&val, &pre).map_err(learn_err)?;
+    let train_p = Examples::prepare(&train, &pre).map_err(learn_err)?;
+    let val_p = Examples::prepare(&val, &pre).map_err(learn_err)?;
     let ctx = Run {
         layout: model.layout,
         pre,
@@ -250,7 +275,7 @@ struct Run<'a> {
 
 fn train_loop(
     mut trainer: Trainer,
-    val_p: &Prepared,
+    val_p: &Examples,
     run: &Run,
     write: &mut dyn FnMut(&LogLine) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
@@ -368,7 +393,7 @@ pub fn run_eval(args: EvalArgs) -> Result<(), CliError> {
         (model, train, val)
     };
     let labels = model.labels();
-    let val_p = Prepared::new(&val, &model.preprocessor).map_err(learn_err)?;
+    let val_p = Examples::prepare(&val, &model.preprocessor).map_err(learn_err)?;
     let mut backend = CpuBackend::new(model.net);
     let r = pollster::block_on(evaluate(&mut backend, &val_p, 64)).map_err(learn_err)?;
     let per_class = r

@@ -1,0 +1,172 @@
+//! User-facing training options and the one parser from them to a [`TrainConfig`], with the one
+//! set of defaults that the CLI (`flops finetune`) and the page (`train(params)`) share.
+//! Strings are checked against the allowed values, which the error lists; unknown keys are
+//! refused (the page passes a JS object).
+
+use serde::{Deserialize, Serialize};
+
+use super::allocate::AllocatorKind;
+use super::error::LearnError;
+use super::estimate::EstimatorKind;
+use super::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use super::trainer::TrainConfig;
+use super::tuning::Tuning;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TrainOptions {
+    /// `lr` (likelihood ratio, activation noise), `spsa` (two-point weight perturbation) or `es`
+    /// (one-sided weight perturbation).
+    pub estimator: String,
+    /// LR only: queries in `(+eps, -eps)` pairs.
+    pub antithetic: bool,
+    /// `uniform`, `flops`, `neyman` or `bernoulli`.
+    pub allocator: String,
+    /// The average number of perturbed queries per image (`n_bar`); the step budget is `batch * n_bar`.
+    pub queries_per_point: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub learning_rate: f32,
+    /// LR and ES: `sigma`; SPSA: `eps`.
+    pub noise_scale: f32,
+    /// 0: the classifier head only; K: the last K encoder blocks, the final LayerNorm and the head.
+    pub tuned_layers: usize,
+    /// `adam` or `sgd` (momentum 0.9).
+    pub optimizer: String,
+    /// `cosine` or `constant`.
+    pub schedule: String,
+    /// Clip the gradient to this global norm; `None`: no clipping.
+    pub clip_norm: Option<f32>,
+    /// Overrides the caller's seed for this run.
+    pub seed: Option<u64>,
+    /// Evaluate on the validation set every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Share of each class held out for validation when no validation set was given.
+    pub validation_fraction: f64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            estimator: "lr".into(),
+            antithetic: true,
+            allocator: "flops".into(),
+            queries_per_point: 8,
+            batch: 32,
+            steps: 200,
+            learning_rate: 0.05,
+            noise_scale: 0.1,
+            tuned_layers: 0,
+            optimizer: "adam".into(),
+            schedule: "cosine".into(),
+            clip_norm: Some(5.0),
+            seed: None,
+            eval_every: 20,
+            validation_fraction: 0.2,
+        }
+    }
+}
+
+fn bad(message: String) -> LearnError {
+    LearnError::Config { message }
+}
+
+impl TrainOptions {
+    /// The names `optimizer` takes.
+    pub const OPTIMIZERS: &'static [&'static str] = &["adam", "sgd"];
+    /// The names `schedule` takes.
+    pub const SCHEDULES: &'static [&'static str] = &["cosine", "constant"];
+
+    /// The run these options describe; `default_seed` where `seed` is not set.
+    pub fn to_config(&self, default_seed: u64) -> Result<TrainConfig, LearnError> {
+        let estimator = EstimatorKind::parse(&self.estimator, self.noise_scale, self.antithetic)?;
+        estimator.validate()?;
+        let allocator: AllocatorKind = self.allocator.parse()?;
+        let kind = match self.optimizer.as_str() {
+            "adam" => OptimizerKind::adam(),
+            "sgd" => OptimizerKind::Sgd { momentum: 0.9 },
+            other => {
+                return Err(bad(format!(
+                    "unknown optimizer `{other}`; one of: {}",
+                    Self::OPTIMIZERS.join(", ")
+                )))
+            }
+        };
+        let schedule = match self.schedule.as_str() {
+            "cosine" => Schedule::Cosine,
+            "constant" => Schedule::Constant,
+            other => {
+                return Err(bad(format!(
+                    "unknown schedule `{other}`; one of: {}",
+                    Self::SCHEDULES.join(", ")
+                )))
+            }
+        };
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("queriesPerPoint", self.queries_per_point),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{name} must be at least 1")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(bad(format!(
+                "validationFraction must be in [0, 1), got {}",
+                self.validation_fraction
+            )));
+        }
+        let optimizer = OptimizerConfig {
+            kind,
+            lr: self.learning_rate,
+            schedule,
+            clip_norm: self.clip_norm,
+        };
+        optimizer.validate()?;
+        Ok(TrainConfig {
+            estimator,
+            allocator,
+            queries_per_point: self.queries_per_point,
+            batch: self.batch,
+            steps: self.steps,
+            tuning: if self.tuned_layers == 0 {
+                Tuning::Head
+            } else {
+                Tuning::Last(self.tuned_layers)
+            },
+            optimizer,
+            seed: self.seed.unwrap_or(default_seed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_bad_values_are_named() {
+        let c = TrainOptions::default().to_config(7).unwrap();
+        assert_eq!((c.steps, c.batch, c.seed, c.tuning), (200, 32, 7, Tuning::Head));
+        let with = |f: fn(&mut TrainOptions)| {
+            let mut o = TrainOptions::default();
+            f(&mut o);
+            o.to_config(0).unwrap_err().to_string()
+        };
+        assert!(with(|o| o.estimator = "adam".into()).contains("lr, spsa, es"));
+        assert!(with(|o| o.optimizer = "lion".into()).contains("adam, sgd"));
+        assert!(with(|o| o.steps = 0).contains("steps"));
+        assert!(with(|o| o.noise_scale = f32::NAN).contains("noise scale"));
+        assert!(with(|o| o.learning_rate = -1.0).contains("learning rate"));
+        let es = TrainOptions {
+            estimator: "es".into(),
+            ..Default::default()
+        };
+        assert_eq!(es.to_config(0).unwrap().estimator, EstimatorKind::Es { sigma: 0.1 });
+        let e = serde_json::from_str::<TrainOptions>(r#"{"stepz": 3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stepz"), "{e}");
+    }
+}
