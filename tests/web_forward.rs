@@ -332,3 +332,106 @@ async fn default_model_forward_matches_cpu() {
         }
     }
 }
+
+/// The `Learner` API in the browser, on WebGPU.
+mod learner {
+    use super::SAMPLES;
+    use flops_web::learn::options::TrainOptions;
+    use flops_web::model::{Image, Model, ModelFiles};
+    use flops_web::web::{create_learner, Learner};
+    use js_sys::{Reflect, Uint8Array};
+    use wasm_bindgen::JsValue;
+    use wasm_bindgen_futures::JsFuture;
+    use wasm_bindgen_test::{console_log, wasm_bindgen_test};
+
+    fn get(v: &JsValue, key: &str) -> JsValue {
+        Reflect::get(v, &JsValue::from_str(key)).unwrap_or_else(|_| panic!("no `{key}`"))
+    }
+
+    async fn wait(p: js_sys::Promise) -> JsValue {
+        JsFuture::from(p)
+            .await
+            .unwrap_or_else(|e| panic!("the call failed: {e:?}"))
+    }
+
+    /// A small run on WebGPU over the embedded Animal-Shape split.
+    async fn begin(options: TrainOptions) -> Learner {
+        let learner = create_learner(None, None, None, Some("webgpu".into()))
+            .await
+            .unwrap_or_else(|e| panic!("createLearner: {:?}", JsValue::from(e)));
+        learner.load_animal_shape(4, 2).expect("loadAnimalShape");
+        let params = serde_wasm_bindgen::to_value(&options).expect("options");
+        let started = wait(learner.begin_training(params)).await;
+        assert_eq!(get(&started, "backend").as_string().as_deref(), Some("webgpu"));
+        learner
+    }
+
+    fn small(steps: usize, eval_every: usize) -> TrainOptions {
+        TrainOptions {
+            steps,
+            batch: 8,
+            queries_per_point: 2,
+            learning_rate: 0.5,
+            eval_every,
+            seed: Some(1),
+            ..Default::default()
+        }
+    }
+
+    /// During a run the GPU holds the newest weights; a prediction must use them, not the
+    /// host copy (which is as of the run's start). Checked against the exported weights on the
+    /// CPU reference (tolerance 1e-4), and against the weights before the run (they must differ,
+    /// so the test can fail).
+    #[wasm_bindgen_test]
+    async fn predictions_during_a_gpu_run_use_the_current_weights() {
+        console_error_panic_hook::set_once();
+        let learner = begin(small(3, 0)).await;
+        let image = SAMPLES[1].1;
+        let logits_of = |v: &JsValue| -> Vec<f32> { serde_wasm_bindgen::from_value(get(v, "logits")).expect("logits") };
+        let before = logits_of(&wait(learner.predict_encoded(image)).await);
+        for _ in 0..3 {
+            wait(learner.train_step()).await;
+        }
+        let during = logits_of(&wait(learner.predict_encoded(image)).await);
+        let files = wait(learner.export_model()).await;
+        let bytes = |k: &str| Uint8Array::new(&get(&files, k)).to_vec();
+        let (config, weights, pre) = (bytes("config"), bytes("weights"), bytes("preprocessor"));
+        let model = Model::load(
+            ModelFiles {
+                config: Some(&config),
+                weights: Some(&weights),
+                preprocessor: Some(&pre),
+            },
+            &Default::default(),
+        )
+        .expect("exported model loads");
+        let px = model.preprocessor.apply(&Image::decode(image).unwrap()).unwrap();
+        let want = model.net.forward(&px, &mut flops_web::model::NoHook);
+        let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        console_log!(
+            "max |during - exported| {:.3e}; max |before - exported| {:.3e}",
+            diff(&during, &want),
+            diff(&before, &want)
+        );
+        assert_eq!(during.len(), want.len());
+        assert!(diff(&before, &want) > 1e-2, "the run did not move the weights");
+        assert!(
+            diff(&during, &want) <= 1e-4,
+            "prediction during the run used other weights"
+        );
+    }
+
+    /// `evalEvery` is applied by the core alone: `trainStep` says when to validate.
+    #[wasm_bindgen_test]
+    async fn train_step_says_when_to_evaluate() {
+        console_error_panic_hook::set_once();
+        let learner = begin(small(5, 2)).await;
+        let mut flags = Vec::new();
+        for _ in 0..5 {
+            let ev = wait(learner.train_step()).await;
+            flags.push(get(&ev, "evaluate").as_bool().expect("evaluate flag"));
+        }
+        // Steps 2 and 4; not the last step (the run's final validation covers it).
+        assert_eq!(flags, [false, true, false, true, false]);
+    }
+}

@@ -70,8 +70,11 @@ export interface ModelInfo {
 export interface DataSummary { classes: string[]; counts: number[]; validationCounts: number[] }
 
 export interface TrainParams {
-  /** 'lr' (likelihood ratio, activation noise; default) or 'spsa' (two-point weight noise). */
-  estimator?: 'lr' | 'spsa';
+  /**
+   * 'lr' (likelihood ratio, activation noise; default), 'spsa' (two-point weight noise) or 'es'
+   * (one-sided weight noise). Unknown keys in these params are an error, not ignored.
+   */
+  estimator?: 'lr' | 'spsa' | 'es';
   /** LR: queries in (+eps, -eps) pairs. Default true. */
   antithetic?: boolean;
   /** How the step's query budget is split across the batch. Default 'flops'. */
@@ -81,7 +84,7 @@ export interface TrainParams {
   batch?: number;
   steps?: number;
   learningRate?: number;
-  /** LR sigma or SPSA eps. Default 0.1. */
+  /** LR and ES sigma, or SPSA eps. Default 0.1. */
   noiseScale?: number;
   /** 0: head only (default); K: the last K encoder blocks + final LayerNorm + head. */
   tunedLayers?: number;
@@ -113,6 +116,8 @@ export interface StepEvent {
   gradNorm: number;
   lr: number;
   backend: 'cpu' | 'webgpu';
+  /** Whether the run's `evalEvery` schedule asks for a validation pass after this step. */
+  evaluate: boolean;
 }
 
 export interface Evaluation {
@@ -140,6 +145,8 @@ export interface Prediction {
   labels: string[];
   probabilities: number[];
   top: { label: string; prob: number }[];
+  /** The raw scores (probabilities are their softmax). */
+  logits: number[];
   device: 'cpu' | 'webgpu';
 }
 
@@ -150,7 +157,7 @@ export type ProgressEvent =
   | { status: 'loading'; file: string }
   | { status: 'compiling'; adapter: AdapterSummary }
   | { status: 'ready'; device: DeviceInfo; model: ModelInfo }
-  | { status: 'training'; steps: number; trainSize: number; validationSize: number; backend: 'cpu' | 'webgpu'; tunedParameters: number; classes: string[] }
+  | { status: 'training'; steps: number; trainSize: number; validationSize: number; backend: 'cpu' | 'webgpu'; tunedParameters: number; classes: string[]; evalEvery: number }
   | StepEvent
   | { status: 'epoch'; epoch: number; step: number }
   | ({ status: 'evaluation' } & Evaluation)

@@ -11,7 +11,7 @@
 const DEVICES = ['auto', 'webgpu', 'cpu'];
 
 /** Turns an image argument into a message the worker takes (transferring nothing shared). */
-async function imageMessage(image, size) {
+async function imageMessage(image) {
   if (image == null) throw new Error('image is missing');
   if (image instanceof ArrayBuffer) return { kind: 'bytes', bytes: image.slice(0) };
   if (ArrayBuffer.isView(image) && !(image instanceof Uint8ClampedArray)) {
@@ -23,9 +23,12 @@ async function imageMessage(image, size) {
   if (typeof image.width === 'number' && typeof image.height === 'number' && image.data && image.data.length !== undefined) {
     return { kind: 'pixels', width: image.width, height: image.height, data: new Uint8ClampedArray(image.data) };
   }
-  // Drawable: ImageBitmap, <img>, <canvas>, <video>, OffscreenCanvas, VideoFrame.
+  // Drawable: ImageBitmap, <img>, <canvas>, <video>, OffscreenCanvas, VideoFrame; drawn at its
+  // own size (the core resizes and normalises exactly as `flops` does natively).
   if (typeof OffscreenCanvas === 'function') {
-    const [h, w] = size;
+    const w = image.naturalWidth || image.videoWidth || image.displayWidth || image.width;
+    const h = image.naturalHeight || image.videoHeight || image.displayHeight || image.height;
+    if (!(w > 0 && h > 0)) throw new Error('image has no size (not loaded yet?)');
     const canvas = new OffscreenCanvas(w, h);
     const ctx = canvas.getContext('2d', { willReadFrequently: true });
     ctx.drawImage(image, 0, 0, w, h);
@@ -82,13 +85,13 @@ class Learner {
 
   /** Adds one example; resolves to the number of training examples. */
   async addExample(classIndex, image) {
-    const msg = await imageMessage(image, this.model.imageSize);
+    const msg = await imageMessage(image);
     return this._call('addExample', { classIndex, image: msg }, transferOf(msg));
   }
 
   /** Adds many examples of one class; undecodable ones are skipped and named in `errors`. */
   async addExamples(classIndex, images) {
-    const msgs = await Promise.all(Array.from(images, (im) => imageMessage(im, this.model.imageSize)));
+    const msgs = await Promise.all(Array.from(images, (im) => imageMessage(im)));
     return this._call('addExamples', { classIndex, images: msgs }, msgs.flatMap(transferOf));
   }
 
@@ -124,7 +127,7 @@ class Learner {
 
   /** Classifies an image: `{labels, probabilities, top: [{label, prob}], device}`. */
   async predict(image) {
-    const msg = await imageMessage(image, this.model.imageSize);
+    const msg = await imageMessage(image);
     return this._call('predict', { image: msg }, transferOf(msg));
   }
 

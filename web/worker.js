@@ -30,73 +30,96 @@ async function browserAdapter() {
   } catch (_) { return null; }
 }
 
-/** An image message -> `{width, height, data}` at the model's input size, or encoded bytes. */
-async function toPixels(image) {
-  if (image.kind === 'pixels') return image;
-  const bytes = image.bytes;
-  if (typeof createImageBitmap === 'function' && typeof OffscreenCanvas === 'function') {
-    try {
-      const [h, w] = inputSize;
-      const bmp = await createImageBitmap(new Blob([bytes]), {
-        resizeWidth: w, resizeHeight: h, resizeQuality: 'high',
-      });
-      const canvas = new OffscreenCanvas(w, h);
-      const ctx = canvas.getContext('2d', { willReadFrequently: true });
-      ctx.drawImage(bmp, 0, 0);
-      bmp.close();
-      const data = ctx.getImageData(0, 0, w, h);
-      return { kind: 'pixels', width: w, height: h, data: data.data };
-    } catch (_) {
-      // Not decodable by the browser: let the Rust decoder try (and name the problem).
-    }
+/**
+ * Runs `fn` after every earlier call that touches the trainer (steps, evaluation, predictions,
+ * export) has settled: messages arrive while a step awaits the GPU, and the core lends its
+ * trainer to one await at a time.
+ */
+let exclusiveTail = Promise.resolve();
+function exclusive(fn) {
+  const run = exclusiveTail.then(fn);
+  exclusiveTail = run.catch(() => {});
+  return run;
+}
+
+/**
+ * Decodes an image message in the browser at its natural size (no resizing: the core resizes
+ * and normalises exactly as `flops` does natively). Only for formats the core's decoder does
+ * not read (AVIF, ...).
+ */
+async function browserPixels(bytes) {
+  if (typeof createImageBitmap !== 'function' || typeof OffscreenCanvas !== 'function') return null;
+  try {
+    const bmp = await createImageBitmap(new Blob([bytes]));
+    const canvas = new OffscreenCanvas(bmp.width, bmp.height);
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(bmp, 0, 0);
+    bmp.close();
+    const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    return { width: canvas.width, height: canvas.height, data: data.data };
+  } catch (_) {
+    return null;
   }
-  return image;
 }
 
-async function addExample(classIndex, image) {
-  const px = await toPixels(image);
-  return px.kind === 'pixels'
-    ? learner.addExamplePixels(classIndex, px.width, px.height, new Uint8Array(px.data.buffer, px.data.byteOffset, px.data.byteLength))
-    : learner.addExampleEncoded(classIndex, new Uint8Array(px.bytes));
+const asBytes = (d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+
+/**
+ * Calls `onPixels(width, height, rgba)` or `onEncoded(bytes)` of the core for an image message:
+ * encoded files go to the core's decoder first (the same path as the CLI); when it cannot read
+ * the format, the browser decodes it at full size; when neither can, the core's error stands.
+ */
+async function withImage(image, onPixels, onEncoded) {
+  if (image.kind === 'pixels') return onPixels(image.width, image.height, asBytes(image.data));
+  try {
+    return await onEncoded(new Uint8Array(image.bytes));
+  } catch (e) {
+    const px = /unsupported|format/i.test(String(e && e.message)) ? await browserPixels(image.bytes) : null;
+    if (!px) throw e;
+    return onPixels(px.width, px.height, asBytes(px.data));
+  }
 }
 
-async function predict(image) {
-  const px = await toPixels(image);
-  return px.kind === 'pixels'
-    ? learner.predictPixels(px.width, px.height, new Uint8Array(px.data.buffer, px.data.byteOffset, px.data.byteLength))
-    : learner.predictEncoded(new Uint8Array(px.bytes));
+function addExample(classIndex, image) {
+  return withImage(
+    image,
+    (w, h, d) => learner.addExamplePixels(classIndex, w, h, d),
+    (b) => learner.addExampleEncoded(classIndex, b),
+  );
+}
+
+function predict(image) {
+  return exclusive(() => withImage(image, (w, h, d) => learner.predictPixels(w, h, d), (b) => learner.predictEncoded(b)));
 }
 
 async function trainLoop(id, params) {
   stopRequested = false;
-  const started = await learner.beginTraining(params || {});
-  const evalEvery = params && params.evalEvery !== undefined ? params.evalEvery : 20;
+  const started = await exclusive(() => learner.beginTraining(params || {}));
   progress('training', { id, ...started });
   let epoch = 0;
   let last = null;
   try {
     for (let i = 0; i < started.steps && !stopRequested; i++) {
-      const ev = camel(await learner.trainStep());
+      const ev = camel(await exclusive(() => learner.trainStep()));
       last = ev;
       progress('step', { id, ...ev, steps: started.steps });
       if (ev.epoch !== epoch) {
         epoch = ev.epoch;
         progress('epoch', { id, epoch, step: ev.step });
       }
-      if (evalEvery > 0 && ev.step % evalEvery === 0 && ev.step < started.steps && started.validationSize > 0) {
-        progress('evaluation', { id, ...(await learner.evaluate()) });
-      }
+      // The core owns the schedule (`evalEvery`): it says when.
+      if (ev.evaluate) progress('evaluation', { id, ...(await exclusive(() => learner.evaluate())) });
       await yieldNow();
     }
-    const validation = started.validationSize > 0 ? await learner.evaluate() : null;
+    const validation = started.validationSize > 0 ? await exclusive(() => learner.evaluate()) : null;
     if (validation) progress('evaluation', { id, ...validation });
-    await learner.finishTraining();
+    await exclusive(() => learner.finishTraining());
     const result = { steps: last ? last.step : 0, queries: last ? last.queries : 0, stopped: stopRequested, validation, backend: started.backend };
     progress('done', { id, ...result });
     return result;
   } catch (e) {
     // Keep what the run learned; a failure here (device lost) must not hide the first error.
-    await learner.finishTraining().catch(() => {});
+    await exclusive(() => learner.finishTraining()).catch(() => {});
     throw e;
   }
 }
@@ -135,11 +158,11 @@ const methods = {
   loadAnimalShape: ({ trainPerClass, validationPerClass }) => learner.loadAnimalShape(trainPerClass ?? 200, validationPerClass ?? 50),
   summary: () => learner.summary(),
   thumbnails: ({ classIndex, max }) => learner.thumbnails(classIndex, max ?? 8),
-  gallery: ({ max }) => learner.gallery(max ?? 24),
-  evaluate: () => learner.evaluate(),
+  gallery: ({ max }) => exclusive(() => learner.gallery(max ?? 24)),
+  evaluate: () => exclusive(() => learner.evaluate()),
   setSeed: ({ seed }) => learner.setSeed(seed),
   predict: ({ image }) => predict(image),
-  exportModel: () => learner.exportModel(),
+  exportModel: () => exclusive(() => learner.exportModel()),
   modelInfo: () => learner.modelInfo(),
   async train({ params }, id) {
     if (training) throw new Error('training is already running; call stopTraining() first');

@@ -79,6 +79,7 @@ pub struct Trainer {
     allocator: Box<dyn Allocator + Send>,
     optimizer: Optimizer,
     plan_template: StepPlan,
+    tuned_parameters: usize,
     budget: Budget,
     train: Examples,
     num_labels: usize,
@@ -127,6 +128,7 @@ impl Trainer {
             allocator: make_allocator(config.allocator, config.seed ^ 0xA110C),
             estimator,
             optimizer: Optimizer::new(config.optimizer, n_params)?,
+            tuned_parameters: n_params,
             rng: StdRng::seed_from_u64(config.seed),
             order: Vec::new(),
             cursor: usize::MAX,
@@ -146,6 +148,11 @@ impl Trainer {
     /// Tensor ids being tuned.
     pub fn tuned_tensors(&self) -> &[u32] {
         &self.plan_template.tensors
+    }
+
+    /// The number of scalar parameters being tuned.
+    pub fn tuned_parameters(&self) -> usize {
+        self.tuned_parameters
     }
 
     fn next_batch(&mut self) -> Vec<usize> {

@@ -60,6 +60,8 @@ pub(super) struct TrainingStarted {
     pub(super) backend: &'static str,
     pub(super) tuned_parameters: usize,
     pub(super) classes: Vec<String>,
+    /// Validation every this many steps (0: only at the end); `trainStep` says when.
+    pub(super) eval_every: usize,
 }
 
 #[derive(Serialize)]
@@ -88,5 +90,7 @@ pub(super) struct Prediction {
     pub(super) labels: Vec<String>,
     pub(super) probabilities: Vec<f32>,
     pub(super) top: Vec<TopK>,
+    /// The raw scores the probabilities are the softmax of.
+    pub(super) logits: Vec<f32>,
     pub(super) device: &'static str,
 }

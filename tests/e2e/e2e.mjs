@@ -5,7 +5,7 @@
 //   node tests/e2e/e2e.mjs   (after scripts/build-web.sh; from anywhere)
 import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,6 +111,23 @@ try {
   const parsed = JSON.parse(cliOut);
   if (parsed.labels.length !== 10 || parsed.labels[0] === '0') fail(`exported labels look wrong: ${parsed.labels}`);
   log('native CLI loaded the export:', JSON.stringify(parsed.predictions[0].top[0]));
+
+  // One preprocessing path: the page and the CLI give the same logits for the same file
+  // (non-square, colour, odd sizes, JPEG, gray, palette). Tolerance 1e-4 (WebGPU vs CPU forward).
+  const imgDir = join(root, 'tests', 'fixtures', 'images');
+  const imgFiles = readdirSync(imgDir).sort();
+  const cliAll = JSON.parse(execFileSync(cli, ['predict', '--json', '--model', dir, ...imgFiles.map((f) => join(imgDir, f))], { encoding: 'utf8' }));
+  for (const [i, f] of imgFiles.entries()) {
+    const b64 = readFileSync(join(imgDir, f)).toString('base64');
+    const got = await page.evaluate(async (b) => {
+      const bytes = Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
+      return (await window.flopsApp.learner.predict(new Blob([bytes]))).logits;
+    }, b64);
+    const want = cliAll.predictions[i].logits;
+    const err = Math.max(...want.map((w, k) => Math.abs(w - got[k])));
+    log(`page vs CLI logits, ${f}: max |diff| ${err.toExponential(2)}`);
+    if (!(got.length === want.length && err <= 1e-4)) fail(`page and CLI disagree on ${f}: ${got} vs ${want}`);
+  }
 
   // A prediction through the page's API runs on WebGPU.
   const pred = await page.evaluate(async () => { const c = document.querySelector('#gallery canvas'); return window.flopsApp.learner.predict(c.getContext('2d').getImageData(0, 0, c.width, c.height)); });

@@ -205,7 +205,7 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
         schedule: args.schedule.clone(),
         clip_norm: match args.clip_norm {
             None => defaults().clip_norm,
-            Some(c) if c == 0.0 => None,
+            Some(0.0) => None,
             Some(c) => Some(c),
         },
         seed: Some(args.seed),
