@@ -67,6 +67,7 @@ fn matmul_matches_linear_on_odd_shapes() {
         let lin = Linear {
             weight: param("w", &[n, k], random(&mut rng, n * k)),
             bias: bias.then(|| param("b", &[n], random(&mut rng, n))),
+            kernels: Default::default(),
         };
         let mut want = lin.forward(&x);
         if act {

@@ -15,7 +15,7 @@ function fail(e) {
 function onProgress(e) {
   switch (e.status) {
     case 'loading': status(`Loading ${e.file}…`); break;
-    case 'compiling': status(`Compiling the WebGPU pipelines on ${e.adapter.name || 'the adapter'}…`); break;
+    case 'calibrating': status(`Timing a short forward on each device to choose where to train (device: ${e.device})…`); break;
     case 'ready': status('Ready.'); break;
     case 'error': fail(e.error); break;
     default: break;
@@ -28,7 +28,7 @@ function showDevice(d) {
   p.dataset.webgpu = String(d.webgpu);
   p.dataset.training = d.trainingBackend;
   if (!d.webgpu) {
-    p.innerHTML = `<strong>No WebGPU here.</strong> ${esc(d.reason || '')}. Training, evaluation and prediction run on the CPU (WebAssembly) instead: correct, but slower. Training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>.`;
+    p.innerHTML = `<strong>No WebGPU here.</strong> ${esc(d.reason || '')}. Training, evaluation and prediction run on the CPU (WebAssembly SIMD) instead. Training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>.<br>${calibrationText(d)}`;
     return;
   }
   const a = d.adapter; const l = d.limits; const b = d.browserAdapter || {};
@@ -36,14 +36,24 @@ function showDevice(d) {
   p.innerHTML = `<strong>WebGPU adapter:</strong> ${esc(name)} — ${esc(a.deviceType)}${b.isFallbackAdapter ? ' (software fallback adapter)' : ''}, ${esc(a.backend)}${b.features ? `; features: ${esc(b.features.join(', ') || 'none')}` : ''}<br>
   Limits: ${l.maxComputeInvocationsPerWorkgroup} invocations/workgroup, ${l.maxComputeWorkgroupStorageSize} B workgroup memory,
   ${(l.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB per storage binding, ${(l.maxBufferSize / 2 ** 20).toFixed(0)} MiB per buffer.<br>
-  Predictions run on <b>${esc(d.predictBackend)}</b>; training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>; validation runs on <b id="evaluation-backend">${esc(d.evaluationBackend)}</b>${d.evaluationBackend !== d.trainingBackend ? ' (the weights are read back from the GPU first)' : ''}.`;
+  Predictions run on <b>${esc(d.predictBackend)}</b>; training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>; validation runs on <b id="evaluation-backend">${esc(d.evaluationBackend)}</b>${d.evaluationBackend !== d.trainingBackend ? ' (the weights are read back from the GPU first)' : ''}.<br>
+  ${calibrationText(d)}`;
+}
+/** Why training runs where it does, in numbers (the learner's calibration). */
+function calibrationText(d) {
+  const c = d.calibration;
+  const ms = (v) => (v < 10 ? v.toFixed(2) : v.toFixed(0));
+  const figures = `a forward of ${c.images} images took ${ms(c.cpuMsPerImage)} ms per image on the CPU${c.webgpuMsPerImage != null ? ` and ${ms(c.webgpuMsPerImage)} ms on WebGPU` : ''}`;
+  if (d.requested !== 'auto') return `Device forced to <b>${esc(d.requested)}</b> (${figures}).`;
+  return `Chosen automatically: ${figures}, so <b>${esc(d.trainingBackend)}</b> is faster here. Add <code>?device=webgpu</code> or <code>?device=cpu</code> to the address to force one.`;
 }
 const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
 
 async function start(model) {
   if (app.learner) { await app.learner.dispose(); app.learner = null; }
   $('start').disabled = true; $('export').disabled = true;
-  const learner = await createLearner({ model, onProgress });
+  const device = new URLSearchParams(location.search).get('device') || 'auto';
+  const learner = await createLearner({ model, device, onProgress });
   app.learner = learner;
   showDevice(learner.device);
   const m = learner.model;

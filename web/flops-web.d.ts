@@ -43,17 +43,24 @@ export interface AdapterLimits {
 export interface DeviceInfo {
   /** A WebGPU adapter and device were obtained. */
   webgpu: boolean;
-  /** Why there is no WebGPU. */
+  /** Why there is no WebGPU, or why `device: 'auto'` chose the CPU or WebGPU (in numbers). */
   reason: string | null;
   adapter: AdapterSummary | null;
   /** The browser's own adapter description (`GPUAdapter.info`). */
   browserAdapter: { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter: boolean; features: string[] } | null;
   limits: AdapterLimits | null;
-  /** Where training runs: 'webgpu' where an adapter exists (unless `device: 'cpu'`), else 'cpu'. */
+  /**
+   * Where training runs: forced by `device`, or with `device: 'auto'` the faster of the CPU and
+   * WebGPU by the calibration (a software adapter such as SwiftShader loses to the CPU).
+   */
   trainingBackend: 'cpu' | 'webgpu';
   /** Where validation runs during and after training (may be 'cpu' while training runs on 'webgpu'). */
   evaluationBackend: 'cpu' | 'webgpu';
   predictBackend: 'cpu' | 'webgpu';
+  /** What the learner was created with. */
+  requested: 'auto' | 'webgpu' | 'cpu';
+  /** The timed forward behind the choice: milliseconds per image on each device. */
+  calibration: { images: number; cpuMsPerImage: number; webgpuMsPerImage: number | null };
 }
 
 export interface ModelInfo {
@@ -155,7 +162,7 @@ export interface GalleryItem { image: ImageDataLike; label: number; predicted: n
 /** Progress events, discriminated on `status`. */
 export type ProgressEvent =
   | { status: 'loading'; file: string }
-  | { status: 'compiling'; adapter: AdapterSummary }
+  | { status: 'calibrating'; device: 'auto' | 'webgpu' | 'cpu' }
   | { status: 'ready'; device: DeviceInfo; model: ModelInfo }
   | { status: 'training'; steps: number; trainSize: number; validationSize: number; backend: 'cpu' | 'webgpu'; tunedParameters: number; classes: string[]; evalEvery: number }
   | StepEvent

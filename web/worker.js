@@ -9,7 +9,7 @@
 import init, { createLearner } from './wasm/flops_web.js';
 
 let learner = null;
-let inputSize = [224, 224];
+let inputSize = [224, 224]; // the model's, for callers that ask
 let stopRequested = false;
 let training = null; // the promise of the running training loop
 
@@ -129,18 +129,15 @@ const methods = {
     progress('loading', { file: 'flops_web_bg.wasm' });
     await init();
     progress('loading', { file: model ? 'model.safetensors' : 'embedded default model' });
+    // Creating the learner also times a short forward on each device ("calibrating"; on WebGPU
+    // this compiles every pipeline) to choose where `device: 'auto'` trains.
+    progress('calibrating', { device: device || 'auto' });
     learner = await createLearner(model && model.config, model && model.weights, model && model.preprocessor, device || 'auto');
     const info = learner.modelInfo();
     inputSize = info.imageSize;
     const deviceInfo = learner.deviceInfo();
     deviceInfo.browserAdapter = deviceInfo.webgpu ? await browserAdapter() : null;
     if (!deviceInfo.webgpu && !(self.navigator && navigator.gpu)) deviceInfo.reason = 'this browser has no WebGPU (navigator.gpu is missing)';
-    if (deviceInfo.webgpu) {
-      // The first GPU forward compiles every pipeline: do it now, not on the first predict.
-      progress('compiling', { adapter: deviceInfo.adapter });
-      const [h, w] = inputSize;
-      await learner.predictPixels(w, h, new Uint8Array(w * h * 4));
-    }
     progress('ready', { device: deviceInfo, model: info });
     return { device: deviceInfo, model: info };
   },

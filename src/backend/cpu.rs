@@ -9,7 +9,7 @@ use super::{read_host, write_host, FeatureCache};
 use crate::learn::backend::{Backend, Batch, BoxFuture, CleanOut, StepPlan};
 use crate::learn::estimate::{Query, Space};
 use crate::learn::LearnError;
-use crate::model::nn::{cross_entropy, LayerNorm};
+use crate::model::nn::{cross_entropy, Kernels, LayerNorm};
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
 use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ParamTable, ViTForImageClassification};
 use crate::noise::Stream;
@@ -81,6 +81,14 @@ impl ForwardHook for RecordingNoise<'_> {
 }
 
 impl CpuBackend {
+    /// The fast CPU path: the same backend with every dense product through a GEMM library
+    /// ([`Kernels::Gemm`]); tested against [`CpuBackend::new`] (the plain-loop oracle).
+    pub fn fast(mut net: ViTForImageClassification) -> Self {
+        net.set_kernels(Kernels::Gemm);
+        Self::new(net)
+    }
+
+    /// The reference: `net` as given (plain loops after loading).
     pub fn new(net: ViTForImageClassification) -> Self {
         Self {
             ids: ParamTable::of(&net),

@@ -26,11 +26,65 @@ impl Param {
     }
 }
 
+/// Which implementation computes a module's dense products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// Plain loops: the reference, the oracle every other path is tested against.
+    #[default]
+    Reference,
+    /// A GEMM library (`matrixmultiply`: AVX2/FMA or AVX-512 chosen at run time on x86-64,
+    /// simd128 in wasm): the fast CPU path. Same results up to float reassociation.
+    Gemm,
+}
+
+/// `C = alpha A B + beta C` for row/column-strided `A: [m, k]`, `B: [k, n]`, `C: [m, n]`
+/// (strides in elements); every index is checked against the slices first.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    (a, rsa, csa): (&[f32], usize, usize),
+    (b, rsb, csb): (&[f32], usize, usize),
+    beta: f32,
+    (c, rsc, csc): (&mut [f32], usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        k == 0 || (last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len()),
+        "sgemm: operands shorter than [{m}, {k}] x [{k}, {n}]"
+    );
+    assert!(last(m, n, rsc, csc) < c.len(), "sgemm: output shorter than [{m}, {n}]");
+    // SAFETY: every element addressed by (m, k, n) and the strides lies inside the slices
+    // (checked above), and `c` is borrowed mutably, so it aliases neither `a` nor `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
 /// `y = x W^T + b` with `W` as `[out, in]` (PyTorch's layout).
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Param,
     pub bias: Option<Param>,
+    pub kernels: Kernels,
 }
 
 impl Linear {
@@ -42,6 +96,7 @@ impl Linear {
             } else {
                 None
             },
+            kernels: Kernels::Reference,
         })
     }
 
@@ -58,6 +113,7 @@ impl Linear {
                 shape: vec![out_dim],
                 data: vec![0.0; out_dim],
             }),
+            kernels: Kernels::Reference,
         }
     }
 
@@ -74,6 +130,15 @@ impl Linear {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let (din, dout) = (self.in_dim(), self.out_dim());
         let t = x.len() / din;
+        if self.kernels == Kernels::Gemm {
+            let mut y = match &self.bias {
+                Some(b) => b.data.repeat(t),
+                None => vec![0.0f32; t * dout],
+            };
+            let w = &self.weight.data;
+            sgemm((t, din, dout), 1.0, (x, din, 1), (w, 1, din), 1.0, (&mut y, dout, 1));
+            return y;
+        }
         let mut y = vec![0.0f32; t * dout];
         for r in 0..t {
             let xr = &x[r * din..(r + 1) * din];
@@ -157,6 +222,11 @@ pub fn gelu(x: f32) -> f32 {
     (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
 }
 
+/// [`gelu`] in `f32` (libm's `erff`, within 1e-6 of the `f64` reference): the fast path's.
+pub fn gelu_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 /// Softmax in place over a row.
 pub fn softmax_inplace(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -182,4 +252,33 @@ pub fn cross_entropy(logits: &[f32], label: usize) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = max + logits.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
     (lse - logits[label] as f64) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_gelu_is_within_1e_6_of_the_reference() {
+        let worst = (-8000..=8000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| (gelu_f32(x) - gelu(x)).abs() / x.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "{worst}");
+    }
+
+    #[test]
+    fn sgemm_matches_loops_on_strided_operands() {
+        // A [2, 3] row-major, B^T stored [4, 3] (so B = [3, 4] with strides (1, 3)).
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let mut c = vec![1.0f32; 8];
+        sgemm((2, 3, 4), 2.0, (&a, 3, 1), (&bt, 1, 3), 1.0, (&mut c, 4, 1));
+        for i in 0..2 {
+            for j in 0..4 {
+                let want = 1.0 + 2.0 * (0..3).map(|k| a[i * 3 + k] * bt[j * 3 + k]).sum::<f32>();
+                assert_eq!(c[i * 4 + j], want, "({i}, {j})");
+            }
+        }
+    }
 }

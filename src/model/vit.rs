@@ -9,7 +9,7 @@ use rand_distr::StandardNormal;
 
 use super::config::ViTConfig;
 use super::error::{ModelError, Result};
-use super::nn::{gelu, softmax_inplace, LayerNorm, Linear, Param};
+use super::nn::{gelu, gelu_f32, sgemm, softmax_inplace, Kernels, LayerNorm, Linear, Param};
 use super::weights::VarBuilder;
 
 /// Where a linear layer sits; perturbation and gradient code address layers by site.
@@ -107,6 +107,7 @@ impl ViTPatchEmbeddings {
             projection: Linear {
                 weight,
                 bias: Some(bias),
+                kernels: Kernels::Reference,
             },
             channels: c,
             patch: (ph, pw),
@@ -188,6 +189,8 @@ pub struct ViTSelfAttention {
     pub key: Linear,
     pub value: Linear,
     heads: usize,
+    /// How the score and context products are computed.
+    pub kernels: Kernels,
 }
 
 impl ViTSelfAttention {
@@ -198,6 +201,7 @@ impl ViTSelfAttention {
             key: Linear::load(&vb.pp("key"), d, d, cfg.qkv_bias)?,
             value: Linear::load(&vb.pp("value"), d, d, cfg.qkv_bias)?,
             heads: cfg.num_attention_heads,
+            kernels: Kernels::Reference,
         })
     }
 
@@ -233,6 +237,32 @@ impl ViTSelfAttention {
         let hd = d / self.heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut ctx = vec![0.0f32; queries * d];
+        if self.kernels == Kernels::Gemm {
+            // Per head: scores [queries, T] = scale q_h k_h^T, softmax per row, ctx_h = p v_h.
+            let mut scores = vec![0.0f32; queries * t];
+            for h in 0..self.heads {
+                let off = h * hd;
+                let (qh, kh, vh) = (&q[off..], &k[off..], &v[off..]);
+                sgemm(
+                    (queries, hd, t),
+                    scale,
+                    (qh, d, 1),
+                    (kh, 1, d),
+                    0.0,
+                    (&mut scores, t, 1),
+                );
+                scores.chunks_exact_mut(t).for_each(softmax_inplace);
+                sgemm(
+                    (queries, t, hd),
+                    1.0,
+                    (&scores, t, 1),
+                    (vh, d, 1),
+                    0.0,
+                    (&mut ctx[off..], d, 1),
+                );
+            }
+            return ctx;
+        }
         let mut scores = vec![0.0f32; t];
         for h in 0..self.heads {
             let off = h * hd;
@@ -377,7 +407,10 @@ impl ViTLayer {
             &self.layernorm_after.forward(&h),
             hook,
         );
-        m.iter_mut().for_each(|v| *v = gelu(*v));
+        match self.intermediate.dense.kernels {
+            Kernels::Reference => m.iter_mut().for_each(|v| *v = gelu(*v)),
+            Kernels::Gemm => m.iter_mut().for_each(|v| *v = gelu_f32(*v)),
+        }
         let o = linear(&self.output.dense, LinearSite::Fc2(l), &m, hook);
         h.iter().zip(&o).map(|(h, o)| h + o).collect()
     }
@@ -578,5 +611,26 @@ impl ViTForImageClassification {
 
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Which implementation every dense product of the forward uses ([`Kernels::Reference`]
+    /// after loading: the oracle).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.vit.embeddings.patch_embeddings.projection.kernels = kernels;
+        for l in &mut self.vit.layers {
+            let a = &mut l.attention;
+            a.attention.kernels = kernels;
+            for lin in [
+                &mut a.attention.query,
+                &mut a.attention.key,
+                &mut a.attention.value,
+                &mut a.output,
+                &mut l.intermediate.dense,
+                &mut l.output.dense,
+            ] {
+                lin.kernels = kernels;
+            }
+        }
+        self.classifier.kernels = kernels;
     }
 }

@@ -1,14 +1,18 @@
-//! Which device the learner uses: WebGPU where the browser has an adapter (or when asked for),
-//! else the CPU; and what the device panel reports about it.
+//! Which device the learner uses, and what the device panel reports about it. `"auto"` times a
+//! short forward of the model on the fast CPU path and on WebGPU and trains where it is faster:
+//! a software adapter (SwiftShader) loses to the CPU by two orders of magnitude.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use wasm_bindgen::JsError;
+use wasm_bindgen::{JsCast, JsError};
 
-use super::reports::{DeviceInfo, Limits};
-use crate::gpu::{GpuContext, GpuModel, GpuOptions};
+use super::js_err;
+use super::reports::{Calibration, DeviceInfo, Limits};
+use crate::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
+use crate::model::nn::Kernels;
+use crate::model::ViTForImageClassification;
 
 /// Validation during a GPU run: on the GPU (`true`) or, after reading the tuned tensors back,
 /// on the CPU reference (`false`). SwiftShader (the CI's WebGPU) runs the full forward of a
@@ -23,14 +27,78 @@ pub(super) struct Gpu {
 }
 
 pub(super) struct Device {
+    /// The WebGPU device, when the browser has one (used only when `on_gpu`).
     pub gpu: Option<Gpu>,
+    /// Whether training and predictions run on WebGPU (forced, or the calibration's choice).
+    pub on_gpu: bool,
     pub info: DeviceInfo,
 }
 
+/// Milliseconds since an arbitrary origin (`performance.now()` of the page or worker).
+fn now_ms() -> f64 {
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+    let now = perf
+        .as_ref()
+        .and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok())
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    match (perf, now) {
+        (Some(p), Some(f)) => f
+            .call0(&p)
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or_else(js_sys::Date::now),
+        _ => js_sys::Date::now(),
+    }
+}
+
+/// Images per timed forward of the calibration.
+const CALIBRATION_IMAGES: usize = 4;
+
+/// Times the clean forward of [`CALIBRATION_IMAGES`] images of `net` on the fast CPU path and,
+/// when there is one, on WebGPU (after one warm-up image, which compiles the pipelines).
+async fn calibrate(net: &ViTForImageClassification, gpu: Option<&GpuContext>) -> Result<Calibration, JsError> {
+    let n = CALIBRATION_IMAGES;
+    let pixels: Vec<f32> = (0..n * net.config.image_numel())
+        .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let mut fast = net.clone();
+    fast.set_kernels(Kernels::Gemm);
+    let t0 = now_ms();
+    fast.forward_batch(&pixels).map_err(js_err)?;
+    let cpu = (now_ms() - t0) / n as f64;
+    let webgpu = match gpu {
+        None => None,
+        Some(ctx) => {
+            let model = GpuModel::upload(ctx, net).map_err(js_err)?;
+            let plan = |rows: usize| RowPlan {
+                rows: (0..rows)
+                    .map(|image| QueryRow {
+                        image,
+                        label: 0,
+                        perturbation: Perturbation::Clean,
+                    })
+                    .collect(),
+                first_tuned: net.config.num_hidden_layers,
+            };
+            let one = &pixels[..net.config.image_numel()];
+            GpuForward::run(ctx, &model, one, &plan(1)).await.map_err(js_err)?;
+            let t0 = now_ms();
+            GpuForward::run(ctx, &model, &pixels, &plan(n)).await.map_err(js_err)?;
+            Some((now_ms() - t0) / n as f64)
+        }
+    };
+    Ok(Calibration {
+        images: n,
+        cpu_ms_per_image: cpu,
+        webgpu_ms_per_image: webgpu,
+    })
+}
+
 impl Device {
-    /// `device`: `"auto"`, `"webgpu"` or `"cpu"`.
-    pub async fn choose(device: &str) -> Result<Self, JsError> {
-        let (gpu, reason) = match device {
+    /// `device`: `"auto"` (WebGPU when an adapter exists and the calibration finds it faster
+    /// than the CPU for `net`, else the CPU), `"webgpu"` (an error without it) or `"cpu"`.
+    pub async fn choose(device: &str, net: &ViTForImageClassification) -> Result<Self, JsError> {
+        let (gpu, mut reason) = match device {
             "cpu" => (None, Some("CPU requested (device: \"cpu\")".to_string())),
             "auto" | "webgpu" => match GpuContext::new(&GpuOptions::default()).await {
                 Ok(ctx) => (Some(ctx), None),
@@ -43,6 +111,22 @@ impl Device {
                 )))
             }
         };
+        let calibration = calibrate(net, gpu.as_ref()).await?;
+        let on_gpu = match (device, calibration.webgpu_ms_per_image) {
+            ("webgpu", _) => true,
+            ("auto", Some(g)) => {
+                let faster = g < calibration.cpu_ms_per_image;
+                reason = Some(format!(
+                    "calibration: a forward takes {:.2} ms per image on the CPU and {:.2} ms on WebGPU: {} is faster",
+                    calibration.cpu_ms_per_image,
+                    g,
+                    if faster { "WebGPU" } else { "the CPU" }
+                ));
+                faster
+            }
+            _ => false,
+        };
+        let chosen = if on_gpu { "webgpu" } else { "cpu" };
         let info = DeviceInfo {
             webgpu: gpu.is_some(),
             reason,
@@ -56,13 +140,15 @@ impl Device {
                 max_storage_buffers_per_shader_stage: g.limits.max_storage_buffers_per_shader_stage,
                 max_compute_workgroups_per_dimension: g.limits.max_compute_workgroups_per_dimension,
             }),
-            training_backend: if gpu.is_some() { "webgpu" } else { "cpu" },
-            evaluation_backend: if gpu.is_some() && EVALUATE_ON_GPU {
-                "webgpu"
-            } else {
-                "cpu"
+            training_backend: chosen,
+            evaluation_backend: if on_gpu && EVALUATE_ON_GPU { "webgpu" } else { "cpu" },
+            predict_backend: chosen,
+            requested: match device {
+                "webgpu" => "webgpu",
+                "cpu" => "cpu",
+                _ => "auto",
             },
-            predict_backend: if gpu.is_some() { "webgpu" } else { "cpu" },
+            calibration,
         };
         Ok(Self {
             gpu: gpu.map(|ctx| Gpu {
@@ -72,7 +158,13 @@ impl Device {
                 ctx: Arc::new(ctx),
                 uploaded: RefCell::new(None),
             }),
+            on_gpu,
             info,
         })
+    }
+
+    /// The WebGPU device when training and predictions run there.
+    pub fn training_gpu(&self) -> Option<&Gpu> {
+        self.gpu.as_ref().filter(|_| self.on_gpu)
     }
 }

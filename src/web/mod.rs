@@ -36,6 +36,7 @@ use reports::ModelInfo;
 
 use crate::learn::data::Examples;
 use crate::learn::trainer::Trainer;
+use crate::model::nn::Kernels;
 use crate::model::{Image, LoadOptions, Model, ModelFiles, ViTForImageClassification};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
@@ -68,6 +69,14 @@ struct OwnedFiles {
     config: Vec<u8>,
     weights: Vec<u8>,
     preprocessor: Option<Vec<u8>>,
+}
+
+/// The model of `files`, with the fast CPU kernels: wherever the page computes on the CPU
+/// (training without WebGPU, validation, predictions) it uses the GEMM path.
+fn load(files: &OwnedFiles, options: &LoadOptions) -> Result<Model, JsError> {
+    let mut model = Model::load(files.files(), options).map_err(js_err)?;
+    model.net.set_kernels(Kernels::Gemm);
+    Ok(model)
 }
 
 impl OwnedFiles {
@@ -153,8 +162,8 @@ pub async fn create_learner(
         (None, Some(_)) => return Err(JsError::new("model: config.json is missing")),
         (Some(_), None) => return Err(JsError::new("model: model.safetensors is missing")),
     };
-    let model = Model::load(files.files(), &LoadOptions::default()).map_err(js_err)?;
-    let device = Device::choose(device.as_deref().unwrap_or("auto")).await?;
+    let model = load(&files, &LoadOptions::default())?;
+    let device = Device::choose(device.as_deref().unwrap_or("auto"), &model.net).await?;
     let image_len = model.config().image_numel();
     let state = State {
         files,

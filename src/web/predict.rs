@@ -37,7 +37,7 @@ pub(super) async fn logits(
         put_trainer(state, t);
         return Ok((out.map_err(js_err)?.logits, backend));
     }
-    let Some(g) = device.gpu.as_ref() else {
+    let Some(g) = device.training_gpu() else {
         let s = state.borrow();
         let net = &s.model.net;
         let logits = pixels

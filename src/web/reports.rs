@@ -11,12 +11,28 @@ pub(super) struct DeviceInfo {
     pub(super) reason: Option<String>,
     pub(super) adapter: Option<crate::gpu::AdapterSummary>,
     pub(super) limits: Option<Limits>,
-    /// Where training runs: `webgpu` where an adapter exists, else `cpu`.
+    /// Where training runs: `webgpu` or `cpu` (forced, or the faster by the calibration).
     pub(super) training_backend: &'static str,
     /// Where validation runs during and after training.
     pub(super) evaluation_backend: &'static str,
     /// Where predictions run.
     pub(super) predict_backend: &'static str,
+    /// What the learner was asked for: `auto`, `webgpu` or `cpu`.
+    pub(super) requested: &'static str,
+    /// The figures behind the choice.
+    pub(super) calibration: Calibration,
+}
+
+/// The timed forward behind the device choice.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Calibration {
+    /// Images per timed forward.
+    pub(super) images: usize,
+    /// Milliseconds per image of the clean forward on the fast CPU path (wasm, one thread).
+    pub(super) cpu_ms_per_image: f64,
+    /// The same on WebGPU (pipelines already compiled), where an adapter exists.
+    pub(super) webgpu_ms_per_image: Option<f64>,
 }
 
 #[derive(Serialize)]

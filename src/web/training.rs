@@ -11,7 +11,7 @@ use crate::backend::gpu::GpuBackend;
 use crate::learn::backend::Backend;
 use crate::learn::options::TrainOptions;
 use crate::learn::trainer::Trainer;
-use crate::model::{LoadOptions, Model};
+use crate::model::LoadOptions;
 
 #[wasm_bindgen]
 impl Learner {
@@ -51,14 +51,13 @@ impl Learner {
                 return Err(JsError::new(&format!("class `{}` has no examples", s.classes[c])).into());
             }
             if s.model.labels() != s.classes {
-                s.model = Model::load(
-                    s.files.files(),
+                s.model = super::load(
+                    &s.files,
                     &LoadOptions {
                         labels: Some(s.classes.clone()),
                         head_seed: config.seed,
                     },
-                )
-                .map_err(js_err)?;
+                )?;
                 s.version += 1;
             }
             let (train, validation) = if s.validation.is_empty() {
@@ -67,7 +66,7 @@ impl Learner {
                 (s.train.clone(), s.validation.clone())
             };
             let steps = config.steps;
-            let backend: Box<dyn Backend> = match device.gpu.as_ref() {
+            let backend: Box<dyn Backend> = match device.training_gpu() {
                 Some(g) => Box::new(GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?),
                 None => Box::new(CpuBackend::new(s.model.net.clone())),
             };

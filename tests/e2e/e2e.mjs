@@ -48,7 +48,8 @@ try {
   page.on('console', (m) => { if (m.type() === 'error') log('console error:', m.text()); });
   page.on('pageerror', (e) => log('page error:', e.message));
 
-  await page.goto(url);
+  // Part 1: training forced onto WebGPU (`?device=webgpu`; `auto` picks the CPU on SwiftShader).
+  await page.goto(REQUIRE_GPU_TRAINING ? `${url}?device=webgpu` : url);
   await page.waitForFunction(() => window.flopsApp && window.flopsApp.learner, null, { timeout: 60000 });
   const device = await page.evaluate(() => window.flopsApp.learner.device);
   log('device:', JSON.stringify(device.browserAdapter), JSON.stringify(device.adapter), 'training on', device.trainingBackend);
@@ -142,6 +143,30 @@ try {
   const stopped = await page.evaluate(() => window.flopsApp.done);
   if (!stopped.stopped || stopped.steps >= 1000) fail(`stop did not stop: ${JSON.stringify(stopped)}`);
   log(`stopped after ${stopped.steps} of 1000 steps`);
+
+  // Part 2: what a new user gets: `device: 'auto'` trains where the calibration says it is
+  // faster, and the page's default run (Load Animal-Shape, Start) goes through. Its time is
+  // logged, not asserted (speed belongs in benchmarks).
+  await page.goto(url);
+  await page.waitForFunction(() => window.flopsApp && window.flopsApp.learner, null, { timeout: 60000 });
+  const auto = await page.evaluate(() => window.flopsApp.learner.device);
+  const cal = auto.calibration;
+  log(`auto: trains on ${auto.trainingBackend}; calibration ${JSON.stringify(cal)}; ${auto.reason}`);
+  const faster = cal.webgpuMsPerImage != null && cal.webgpuMsPerImage < cal.cpuMsPerImage ? 'webgpu' : 'cpu';
+  if (auto.requested !== 'auto' || auto.trainingBackend !== faster) fail(`auto chose ${auto.trainingBackend}, the calibration says ${faster}`);
+  const panelText = await page.textContent('#device-panel');
+  if (!panelText.includes('ms per image')) fail(`the device panel does not give the calibration figures: ${panelText}`);
+  await page.click('#load-animal');
+  await page.waitForFunction(() => !document.getElementById('start').disabled, null, { timeout: 30000 });
+  const tDefault = Date.now();
+  await page.click('#start');
+  await page.waitForFunction(() => window.flopsApp.done || window.flopsApp.errors.length, null, { timeout: 900000 });
+  const d = await page.evaluate(() => ({ done: window.flopsApp.done, errors: window.flopsApp.errors }));
+  if (d.errors.length) fail(`page errors in the default run: ${d.errors.join('; ')}`);
+  log(`default run: ${d.done.steps} steps on ${d.done.backend} in ${((Date.now() - tDefault) / 1000).toFixed(1)} s, validation accuracy ${d.done.validation.accuracy.toFixed(3)}`);
+  if (d.done.backend !== auto.trainingBackend) fail(`the default run trained on ${d.done.backend}, not ${auto.trainingBackend}`);
+  await page.screenshot({ path: join(out, 'default-run.png'), fullPage: true });
+
   if (foreign.length) fail(`requests left the origin: ${foreign.join(', ')}`);
   log(`PASS (${elapsed()})`);
 } finally {

@@ -1,5 +1,6 @@
 //! `flops bench forward`: throughput of the batched GPU forward over query rows, next to the
-//! CPU reference on the same rows. Prints one JSON object. A benchmark, not a test: lavapipe
+//! CPU reference on the same rows (`flops bench speed`: every path side by side, in
+//! `speed.rs`). Prints one JSON object. A benchmark, not a test: lavapipe
 //! numbers say nothing about real GPUs.
 
 use std::collections::HashMap;
@@ -19,11 +20,13 @@ use crate::model_dir::CliError;
 pub enum BenchCommand {
     /// The forward over query rows (GPU and CPU reference).
     Forward(ForwardArgs),
+    /// The clean forward on every path side by side (CPU reference, fast CPU, WGSL).
+    Speed(crate::speed::SpeedArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-enum BenchModel {
+pub(crate) enum BenchModel {
     /// The embedded default model.
     Default,
     /// ViT-Tiny shapes with random weights: 224 px, patch 16, 12 layers, hidden 192, 3 heads, MLP 768.
@@ -105,7 +108,10 @@ struct CpuRun {
 }
 
 pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
-    let BenchCommand::Forward(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Forward(args) => args,
+        BenchCommand::Speed(args) => return crate::speed::run(args),
+    };
     let err = |e: flops_web::gpu::GpuError| CliError::Other(e.to_string());
     let ctx = GpuContext::new_blocking(&GpuOptions {
         backends_from_env: true,
@@ -114,14 +120,10 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
     .map_err(err)?;
     let mut results = Vec::new();
     for &which in &args.models {
-        let (model, rows) = match which {
-            BenchModel::Default => (
-                Model::embedded_default()
-                    .map_err(|e| CliError::Other(e.to_string()))?
-                    .net,
-                &args.rows,
-            ),
-            BenchModel::VitTiny => (vit_tiny()?, &args.tiny_rows),
+        let model = model_of(which)?;
+        let rows = match which {
+            BenchModel::Default => &args.rows,
+            BenchModel::VitTiny => &args.tiny_rows,
         };
         results.push(bench_model(&ctx, which, &model, rows, &args).map_err(err)?);
     }
@@ -196,14 +198,24 @@ fn bench_model(
     })
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The network of a benchmark model.
+pub(crate) fn model_of(which: BenchModel) -> Result<ViTForImageClassification, CliError> {
+    match which {
+        BenchModel::Default => Ok(Model::embedded_default()
+            .map_err(|e| CliError::Other(e.to_string()))?
+            .net),
+        BenchModel::VitTiny => vit_tiny(),
+    }
+}
+
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// Multiply-adds x 2 of one row: the blocks, the head, and the image's share of the patch
 /// embedding (counted per row: every row of the benchmark is a different image or shares it).
-fn flop_per_row(cfg: &ViTConfig) -> f64 {
+pub(crate) fn flop_per_row(cfg: &ViTConfig) -> f64 {
     let (t, d, i, l) = (
         cfg.seq_len() as f64,
         cfg.hidden_size as f64,

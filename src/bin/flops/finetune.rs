@@ -89,9 +89,10 @@ pub struct FinetuneArgs {
     /// No progress bar (the JSON-lines log is still written).
     #[arg(long)]
     quiet: bool,
-    /// Where the forward passes, gradient and optimiser run: gpu (wgpu: Vulkan, Metal, DX12; on
-    /// a machine without a GPU, lavapipe) or cpu (the reference implementation).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    /// Where the forward passes, gradient and optimiser run: cpu (the fast CPU path: GEMM
+    /// kernels), cpu-reference (the plain-loop oracle) or gpu (wgpu: Vulkan, Metal, DX12; on a
+    /// machine without a GPU, lavapipe).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cpu-reference", "gpu"])]
     backend: String,
 }
 
@@ -252,8 +253,10 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(e.to_string()))?;
         eprintln!("training on {}", gpu.summary().name);
         Box::new(GpuBackend::new(std::sync::Arc::new(gpu), model.net).map_err(learn_err)?)
-    } else {
+    } else if args.backend == "cpu-reference" {
         Box::new(CpuBackend::new(model.net))
+    } else {
+        Box::new(CpuBackend::fast(model.net))
     };
     train_loop(
         Trainer::new(backend, config, train_p).map_err(learn_err)?,
@@ -394,7 +397,7 @@ pub fn run_eval(args: EvalArgs) -> Result<(), CliError> {
     };
     let labels = model.labels();
     let val_p = Examples::prepare(&val, &model.preprocessor).map_err(learn_err)?;
-    let mut backend = CpuBackend::new(model.net);
+    let mut backend = CpuBackend::fast(model.net);
     let r = pollster::block_on(evaluate(&mut backend, &val_p, 64)).map_err(learn_err)?;
     let per_class = r
         .confusion

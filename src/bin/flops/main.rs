@@ -14,6 +14,8 @@ mod finetune;
 mod model_dir;
 #[cfg(not(target_arch = "wasm32"))]
 mod predict;
+#[cfg(not(target_arch = "wasm32"))]
+mod speed;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
