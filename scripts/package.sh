@@ -8,6 +8,10 @@ wasm=target/web/wasm
 rm -rf pkg && mkdir -p pkg/wasm
 cp web/flops-web.js web/flops-web.d.ts web/worker.js pkg/
 cp "$wasm/flops_web.js" "$wasm/flops_web_bg.wasm" "$wasm/flops_web.d.ts" pkg/wasm/
+# The Animal-Shape split, fetched by the worker from beside it when asked for.
+mkdir -p pkg/data/animal-shape
+cp assets/animal-shape/{train,test}-{images.idx3,labels.idx1}-ubyte assets/animal-shape/classes.json \
+  assets/animal-shape/LICENSE pkg/data/animal-shape/
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > pkg/package.json <<JSON
 {
@@ -20,7 +24,7 @@ cat > pkg/package.json <<JSON
   "module": "./flops-web.js",
   "types": "./flops-web.d.ts",
   "exports": { ".": { "types": "./flops-web.d.ts", "default": "./flops-web.js" } },
-  "files": ["flops-web.js", "flops-web.d.ts", "worker.js", "wasm/", "README.md"],
+  "files": ["flops-web.js", "flops-web.d.ts", "worker.js", "wasm/", "data/", "README.md"],
   "sideEffects": false
 }
 JSON

@@ -359,7 +359,26 @@ mod learner {
         let learner = create_learner(None, None, None, Some("webgpu".into()))
             .await
             .unwrap_or_else(|e| panic!("createLearner: {:?}", JsValue::from(e)));
-        learner.load_animal_shape(4, 2).expect("loadAnimalShape");
+        let d = |name: &str| -> &'static [u8] {
+            match name {
+                "train-images" => include_bytes!("../assets/animal-shape/train-images.idx3-ubyte"),
+                "train-labels" => include_bytes!("../assets/animal-shape/train-labels.idx1-ubyte"),
+                "test-images" => include_bytes!("../assets/animal-shape/test-images.idx3-ubyte"),
+                "test-labels" => include_bytes!("../assets/animal-shape/test-labels.idx1-ubyte"),
+                _ => include_bytes!("../assets/animal-shape/classes.json"),
+            }
+        };
+        learner
+            .load_animal_shape(
+                d("train-images"),
+                d("train-labels"),
+                d("test-images"),
+                d("test-labels"),
+                d("classes"),
+                4,
+                2,
+            )
+            .expect("loadAnimalShape");
         let params = serde_wasm_bindgen::to_value(&options).expect("options");
         let started = wait(learner.begin_training(params)).await;
         assert_eq!(get(&started, "backend").as_string().as_deref(), Some("webgpu"));

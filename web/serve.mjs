@@ -1,5 +1,6 @@
 // A tiny static server for the demo and the e2e test: 127.0.0.1 only (a secure context for
-// WebGPU), `.wasm` as application/wasm, `/wasm/*` from the wasm-bindgen output directory.
+// WebGPU), `.wasm` as application/wasm, `/wasm/*` from the wasm-bindgen output directory,
+// `/data/animal-shape/*` from assets/animal-shape/.
 //   node web/serve.mjs [port] [wasm dir]     (port 0: any free port; prints the URL)
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
@@ -9,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const port = Number(process.argv[2] ?? 8080);
 const wasmDir = resolve(process.argv[3] ?? join(here, '..', 'target', 'web', 'wasm'));
+// The Animal-Shape files the worker fetches on "Load Animal-Shape" (not compiled into the wasm).
+const dataDir = resolve(join(here, '..', 'assets', 'animal-shape'));
 const types = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
@@ -18,7 +21,9 @@ const types = {
 const server = createServer(async (req, res) => {
   try {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    const [root, rel] = path.startsWith('/wasm/') ? [wasmDir, path.slice(6)] : [here, path === '/' ? 'index.html' : path.slice(1)];
+    const [root, rel] = path.startsWith('/wasm/') ? [wasmDir, path.slice(6)]
+      : path.startsWith('/data/animal-shape/') ? [dataDir, path.slice(19)]
+      : [here, path === '/' ? 'index.html' : path.slice(1)];
     const file = normalize(join(root, rel));
     if (!file.startsWith(root)) throw Object.assign(new Error('outside root'), { code: 'ENOENT' });
     if (!(await stat(file)).isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOENT' });

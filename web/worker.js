@@ -9,6 +9,8 @@
 import init, { createLearner } from './wasm/flops_web.js';
 
 let learner = null;
+// The Animal-Shape split's files, in the order `loadAnimalShape` takes them.
+const ANIMAL_SHAPE_FILES = ['train-images.idx3-ubyte', 'train-labels.idx1-ubyte', 'test-images.idx3-ubyte', 'test-labels.idx1-ubyte', 'classes.json'];
 let inputSize = [224, 224]; // the model's, for callers that ask
 let stopRequested = false;
 let training = null; // the promise of the running training loop
@@ -152,7 +154,17 @@ const methods = {
     }
     return { count: n, errors };
   },
-  loadAnimalShape: ({ trainPerClass, validationPerClass }) => learner.loadAnimalShape(trainPerClass ?? 200, validationPerClass ?? 50),
+  async loadAnimalShape({ trainPerClass, validationPerClass }) {
+    // Same-origin assets beside this worker (served by `make demo`, shipped in the npm package),
+    // fetched only when asked for: they are not compiled into the wasm.
+    const files = await Promise.all(ANIMAL_SHAPE_FILES.map(async (name) => {
+      const url = new URL(`./data/animal-shape/${name}`, import.meta.url);
+      const r = await fetch(url);
+      if (!r.ok) throw new Error(`Animal-Shape: ${url.pathname}: HTTP ${r.status}`);
+      return new Uint8Array(await r.arrayBuffer());
+    }));
+    return learner.loadAnimalShape(...files, trainPerClass ?? 200, validationPerClass ?? 50);
+  },
   summary: () => learner.summary(),
   thumbnails: ({ classIndex, max }) => learner.thumbnails(classIndex, max ?? 8),
   gallery: ({ max }) => exclusive(() => learner.gallery(max ?? 24)),

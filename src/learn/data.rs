@@ -30,12 +30,51 @@ fn data_err(message: impl Into<String>) -> LearnError {
 }
 
 /// The embedded Animal-Shape-MNIST split (assets/animal-shape, MIT; see its README).
+/// The embedded Animal-Shape files (native builds only: the browser fetches them as same-origin
+/// assets when asked for, so they stay out of the wasm).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod animal_shape {
-    pub const TRAIN_IMAGES: &[u8] = include_bytes!("../../assets/animal-shape/train-images.idx3-ubyte");
-    pub const TRAIN_LABELS: &[u8] = include_bytes!("../../assets/animal-shape/train-labels.idx1-ubyte");
-    pub const TEST_IMAGES: &[u8] = include_bytes!("../../assets/animal-shape/test-images.idx3-ubyte");
-    pub const TEST_LABELS: &[u8] = include_bytes!("../../assets/animal-shape/test-labels.idx1-ubyte");
-    pub const CLASSES_JSON: &[u8] = include_bytes!("../../assets/animal-shape/classes.json");
+    use super::AnimalShapeFiles;
+
+    pub const FILES: AnimalShapeFiles<'static> = AnimalShapeFiles {
+        train_images: include_bytes!("../../assets/animal-shape/train-images.idx3-ubyte"),
+        train_labels: include_bytes!("../../assets/animal-shape/train-labels.idx1-ubyte"),
+        test_images: include_bytes!("../../assets/animal-shape/test-images.idx3-ubyte"),
+        test_labels: include_bytes!("../../assets/animal-shape/test-labels.idx1-ubyte"),
+        classes_json: include_bytes!("../../assets/animal-shape/classes.json"),
+    };
+}
+
+/// The five files of the Animal-Shape split (`assets/animal-shape/`): IDX images and labels of
+/// the train and test splits, and `classes.json`.
+#[derive(Debug, Clone, Copy)]
+pub struct AnimalShapeFiles<'a> {
+    pub train_images: &'a [u8],
+    pub train_labels: &'a [u8],
+    pub test_images: &'a [u8],
+    pub test_labels: &'a [u8],
+    pub classes_json: &'a [u8],
+}
+
+impl AnimalShapeFiles<'_> {
+    /// The file names, in field order (as served under `data/animal-shape/`).
+    pub const NAMES: [&'static str; 5] = [
+        "train-images.idx3-ubyte",
+        "train-labels.idx1-ubyte",
+        "test-images.idx3-ubyte",
+        "test-labels.idx1-ubyte",
+        "classes.json",
+    ];
+
+    /// The (train, test) split.
+    pub fn parse(&self) -> Result<(Dataset, Dataset), LearnError> {
+        let classes: Vec<String> =
+            serde_json::from_slice(self.classes_json).map_err(|e| data_err(format!("classes.json: {e}")))?;
+        Ok((
+            Dataset::from_idx(self.train_images, self.train_labels, classes.clone())?,
+            Dataset::from_idx(self.test_images, self.test_labels, classes)?,
+        ))
+    }
 }
 
 impl Dataset {
@@ -47,15 +86,10 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// The embedded Animal-Shape (train, test) split.
+    /// The embedded Animal-Shape (train, test) split (native builds).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn animal_shape() -> Result<(Dataset, Dataset), LearnError> {
-        use animal_shape::*;
-        let classes: Vec<String> =
-            serde_json::from_slice(CLASSES_JSON).map_err(|e| data_err(format!("classes.json: {e}")))?;
-        Ok((
-            Self::from_idx(TRAIN_IMAGES, TRAIN_LABELS, classes.clone())?,
-            Self::from_idx(TEST_IMAGES, TEST_LABELS, classes)?,
-        ))
+        animal_shape::FILES.parse()
     }
 
     /// Parses IDX files (MNIST's format): images `[N, H, W]` u8 (magic 0x0803), labels `[N]` u8 (0x0801).

@@ -6,7 +6,7 @@ use wasm_bindgen::prelude::*;
 
 use super::reports::DataSummary;
 use super::{image_object, images, js_err, to_js, Learner, State};
-use crate::learn::data::{Dataset, Examples};
+use crate::learn::data::{AnimalShapeFiles, Examples};
 use crate::model::Image;
 
 impl State {
@@ -82,11 +82,29 @@ impl Learner {
         Ok(s.train.len())
     }
 
-    /// Replaces classes and examples with the embedded Animal-Shape split: up to `trainPerClass`
+    /// Replaces classes and examples with the Animal-Shape split from its five files (the
+    /// worker fetches them from the page's origin, `data/animal-shape/`): up to `trainPerClass`
     /// training and `validationPerClass` validation images per class (its test split).
+    #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(js_name = loadAnimalShape)]
-    pub fn load_animal_shape(&self, train_per_class: usize, validation_per_class: usize) -> Result<JsValue, JsError> {
-        let (train, test) = Dataset::animal_shape().map_err(js_err)?;
+    pub fn load_animal_shape(
+        &self,
+        train_images: &[u8],
+        train_labels: &[u8],
+        test_images: &[u8],
+        test_labels: &[u8],
+        classes_json: &[u8],
+        train_per_class: usize,
+        validation_per_class: usize,
+    ) -> Result<JsValue, JsError> {
+        let files = AnimalShapeFiles {
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+            classes_json,
+        };
+        let (train, test) = files.parse().map_err(js_err)?;
         let mut s = self.state.borrow_mut();
         let pre = &s.model.preprocessor;
         let tr = Examples::prepare(&train.take_per_class(train_per_class), pre).map_err(js_err)?;
