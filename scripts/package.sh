@@ -12,6 +12,9 @@ cp "$wasm/flops_web.js" "$wasm/flops_web_bg.wasm" "$wasm/flops_web.d.ts" pkg/was
 mkdir -p pkg/data/animal-shape
 cp assets/animal-shape/{train,test}-{images.idx3,labels.idx1}-ubyte assets/animal-shape/classes.json \
   assets/animal-shape/LICENSE pkg/data/animal-shape/
+# The default model, fetched by the worker when the caller gives none.
+mkdir -p pkg/models/default
+cp assets/default/{config.json,model.safetensors,preprocessor_config.json} pkg/models/default/
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > pkg/package.json <<JSON
 {
@@ -24,7 +27,7 @@ cat > pkg/package.json <<JSON
   "module": "./flops-web.js",
   "types": "./flops-web.d.ts",
   "exports": { ".": { "types": "./flops-web.d.ts", "default": "./flops-web.js" } },
-  "files": ["flops-web.js", "flops-web.d.ts", "worker.js", "wasm/", "data/", "README.md"],
+  "files": ["flops-web.js", "flops-web.d.ts", "worker.js", "wasm/", "data/", "models/", "README.md"],
   "sideEffects": false
 }
 JSON

@@ -180,6 +180,13 @@ async fn every_kernel_compiles_in_the_browser() {
     console_log!("{} kernel modules compile", Kernel::ALL.len());
 }
 
+/// The default model's files (the wasm library does not embed them; the page fetches them).
+const DEFAULT_MODEL: flops_web::model::ModelFiles<'static> = flops_web::model::ModelFiles {
+    config: Some(include_bytes!("../assets/default/config.json")),
+    weights: Some(include_bytes!("../assets/default/model.safetensors")),
+    preprocessor: Some(include_bytes!("../assets/default/preprocessor_config.json")),
+};
+
 /// The 15 sample images, embedded so the test needs no file access in the browser.
 const SAMPLES: &[(&str, &[u8])] = &[
     ("animal-bird", include_bytes!("../assets/samples/animal-bird.png")),
@@ -245,7 +252,7 @@ async fn default_model_forward_matches_cpu() {
     use flops_web::model::{Image, Model};
 
     console_error_panic_hook::set_once();
-    let model = Model::embedded_default().expect("embedded default model");
+    let model = Model::load(DEFAULT_MODEL, &Default::default()).expect("embedded default model");
     let cfg = model.config().clone();
     let classes = cfg.num_labels();
     let names: Vec<&str> = SAMPLES.iter().map(|(n, _)| *n).collect();
@@ -356,9 +363,16 @@ mod learner {
 
     /// A small run on WebGPU over the embedded Animal-Shape split.
     async fn begin(options: TrainOptions) -> Learner {
-        let learner = create_learner(None, None, None, Some("webgpu".into()))
-            .await
-            .unwrap_or_else(|e| panic!("createLearner: {:?}", JsValue::from(e)));
+        let f = super::DEFAULT_MODEL;
+        let bytes = |b: Option<&[u8]>| b.map(<[u8]>::to_vec);
+        let learner = create_learner(
+            bytes(f.config),
+            bytes(f.weights),
+            bytes(f.preprocessor),
+            Some("webgpu".into()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("createLearner: {:?}", JsValue::from(e)));
         let d = |name: &str| -> &'static [u8] {
             match name {
                 "train-images" => include_bytes!("../assets/animal-shape/train-images.idx3-ubyte"),

@@ -1,6 +1,6 @@
 // A tiny static server for the demo and the e2e test: 127.0.0.1 only (a secure context for
 // WebGPU), `.wasm` as application/wasm, `/wasm/*` from the wasm-bindgen output directory,
-// `/data/animal-shape/*` from assets/animal-shape/.
+// `/data/animal-shape/*` from assets/animal-shape/, `/models/default/*` from assets/default/.
 //   node web/serve.mjs [port] [wasm dir]     (port 0: any free port; prints the URL)
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
@@ -12,6 +12,8 @@ const port = Number(process.argv[2] ?? 8080);
 const wasmDir = resolve(process.argv[3] ?? join(here, '..', 'target', 'web', 'wasm'));
 // The Animal-Shape files the worker fetches on "Load Animal-Shape" (not compiled into the wasm).
 const dataDir = resolve(join(here, '..', 'assets', 'animal-shape'));
+// The default model the worker fetches when the page gives none.
+const modelDir = resolve(join(here, '..', 'assets', 'default'));
 const types = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
@@ -23,6 +25,7 @@ const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     const [root, rel] = path.startsWith('/wasm/') ? [wasmDir, path.slice(6)]
       : path.startsWith('/data/animal-shape/') ? [dataDir, path.slice(19)]
+      : path.startsWith('/models/default/') ? [modelDir, path.slice(16)]
       : [here, path === '/' ? 'index.html' : path.slice(1)];
     const file = normalize(join(root, rel));
     if (!file.startsWith(root)) throw Object.assign(new Error('outside root'), { code: 'ENOENT' });

@@ -9,8 +9,6 @@
 import init, { createLearner } from './wasm/flops_web.js';
 
 let learner = null;
-// The Animal-Shape split's files, in the order `loadAnimalShape` takes them.
-const ANIMAL_SHAPE_FILES = ['train-images.idx3-ubyte', 'train-labels.idx1-ubyte', 'test-images.idx3-ubyte', 'test-labels.idx1-ubyte', 'classes.json'];
 let inputSize = [224, 224]; // the model's, for callers that ask
 let stopRequested = false;
 let training = null; // the promise of the running training loop
@@ -30,6 +28,30 @@ async function browserAdapter() {
     const i = a.info || {};
     return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: !!(i.isFallbackAdapter ?? a.isFallbackAdapter), features: Array.from(a.features || []) };
   } catch (_) { return null; }
+}
+
+// Same-origin assets beside this worker, fetched only when needed (not compiled into the wasm):
+// the default model and the Animal-Shape split. Literal `new URL(..., import.meta.url)`s, so that
+// bundlers (Vite, webpack) emit the files and rewrite the URLs; `make demo` serves them.
+const DEFAULT_MODEL_URLS = {
+  config: new URL('./models/default/config.json', import.meta.url),
+  weights: new URL('./models/default/model.safetensors', import.meta.url),
+  preprocessor: new URL('./models/default/preprocessor_config.json', import.meta.url),
+};
+// In the order `loadAnimalShape` takes them.
+const ANIMAL_SHAPE_URLS = [
+  new URL('./data/animal-shape/train-images.idx3-ubyte', import.meta.url),
+  new URL('./data/animal-shape/train-labels.idx1-ubyte', import.meta.url),
+  new URL('./data/animal-shape/test-images.idx3-ubyte', import.meta.url),
+  new URL('./data/animal-shape/test-labels.idx1-ubyte', import.meta.url),
+  new URL('./data/animal-shape/classes.json', import.meta.url),
+];
+
+/** The bytes of a same-origin asset; a failed fetch names the file. */
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url.pathname}: HTTP ${r.status} (the server must serve the files beside worker.js)`);
+  return new Uint8Array(await r.arrayBuffer());
 }
 
 /**
@@ -134,7 +156,8 @@ const methods = {
     // Creating the learner also times a short forward on each device ("calibrating"; on WebGPU
     // this compiles every pipeline) to choose where `device: 'auto'` trains.
     progress('calibrating', { device: device || 'auto' });
-    learner = await createLearner(model && model.config, model && model.weights, model && model.preprocessor, device || 'auto');
+    const files = model || Object.fromEntries(await Promise.all(Object.entries(DEFAULT_MODEL_URLS).map(async ([k, u]) => [k, await fetchBytes(u)])));
+    learner = await createLearner(files.config, files.weights, files.preprocessor, device || 'auto');
     const info = learner.modelInfo();
     inputSize = info.imageSize;
     const deviceInfo = learner.deviceInfo();
@@ -155,14 +178,7 @@ const methods = {
     return { count: n, errors };
   },
   async loadAnimalShape({ trainPerClass, validationPerClass }) {
-    // Same-origin assets beside this worker (served by `make demo`, shipped in the npm package),
-    // fetched only when asked for: they are not compiled into the wasm.
-    const files = await Promise.all(ANIMAL_SHAPE_FILES.map(async (name) => {
-      const url = new URL(`./data/animal-shape/${name}`, import.meta.url);
-      const r = await fetch(url);
-      if (!r.ok) throw new Error(`Animal-Shape: ${url.pathname}: HTTP ${r.status}`);
-      return new Uint8Array(await r.arrayBuffer());
-    }));
+    const files = await Promise.all(ANIMAL_SHAPE_URLS.map(fetchBytes));
     return learner.loadAnimalShape(...files, trainPerClass ?? 200, validationPerClass ?? 50);
   },
   summary: () => learner.summary(),

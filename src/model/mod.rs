@@ -28,6 +28,7 @@ pub struct ModelFiles<'a> {
     pub preprocessor: Option<&'a [u8]>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl ModelFiles<'static> {
     /// The embedded default model's files (see [`embedded`]).
     pub fn embedded() -> Self {
@@ -49,6 +50,8 @@ pub struct LoadOptions {
 }
 
 /// The embedded default model: a tiny ViT pretrained on MNIST (see `assets/default/README.md`).
+/// Native builds only: the browser fetches the same files as same-origin assets.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod embedded {
     pub const CONFIG: &[u8] = include_bytes!("../../assets/default/config.json");
     pub const WEIGHTS: &[u8] = include_bytes!("../../assets/default/model.safetensors");
@@ -113,6 +116,7 @@ impl Model {
     }
 
     /// The embedded default model (MNIST digits).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn embedded_default() -> Result<Self> {
         Self::load(ModelFiles::embedded(), &LoadOptions::default())
     }

@@ -137,8 +137,9 @@ pub struct Learner {
     device: Rc<Device>,
 }
 
-/// Makes a learner. `model`: `undefined` for the embedded default model, or
-/// `{config, weights, preprocessor?}` as `Uint8Array`s (a HF model folder). `device`:
+/// Makes a learner from a HF model folder's files (`config.json`, `model.safetensors`,
+/// optionally `preprocessor_config.json`, as bytes; the worker fetches the default model's from
+/// beside itself when the caller gives none). `device`:
 /// `"auto"` (WebGPU where present, else CPU), `"webgpu"` (error without it) or `"cpu"`.
 #[wasm_bindgen(js_name = createLearner)]
 pub async fn create_learner(
@@ -154,12 +155,7 @@ pub async fn create_learner(
             weights,
             preprocessor,
         },
-        (None, None) => OwnedFiles {
-            config: crate::model::embedded::CONFIG.to_vec(),
-            weights: crate::model::embedded::WEIGHTS.to_vec(),
-            preprocessor: Some(crate::model::embedded::PREPROCESSOR.to_vec()),
-        },
-        (None, Some(_)) => return Err(JsError::new("model: config.json is missing")),
+        (None, _) => return Err(JsError::new("model: config.json is missing")),
         (Some(_), None) => return Err(JsError::new("model: model.safetensors is missing")),
     };
     let model = load(&files, &LoadOptions::default())?;

@@ -147,8 +147,12 @@ try {
   // Part 2: what a new user gets: `device: 'auto'` trains where the calibration says it is
   // faster, and the page's default run (Load Animal-Shape, Start) goes through. Its time is
   // logged, not asserted (speed belongs in benchmarks).
+  const tCold = Date.now();
   await page.goto(url);
   await page.waitForFunction(() => window.flopsApp && window.flopsApp.learner, null, { timeout: 60000 });
+  const digit = readFileSync(join(root, 'assets', 'samples', 'digit-7.png')).toString('base64');
+  const first = await page.evaluate(async (b) => (await window.flopsApp.learner.predict(new Blob([Uint8Array.from(atob(b), (c) => c.charCodeAt(0))]))).top[0], digit);
+  log(`cold start (page load to first prediction, calibration included): ${((Date.now() - tCold) / 1000).toFixed(2)} s; ${JSON.stringify(first)}`);
   const auto = await page.evaluate(() => window.flopsApp.learner.device);
   const cal = auto.calibration;
   log(`auto: trains on ${auto.trainingBackend}; calibration ${JSON.stringify(cal)}; ${auto.reason}`);

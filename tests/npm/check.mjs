@@ -34,4 +34,9 @@ const wasmName = wasm[0].slice(wasm[0].lastIndexOf('/') + 1);
 const worker = js.find(([, s]) => s.includes(wasmName));
 if (!worker) fail(`no bundled script references ${wasmName}`);
 if (!js.some(([, s]) => /new Worker\(/.test(s))) fail('the bundle never starts the worker');
+// The assets the worker fetches (default model, Animal-Shape) are emitted by the bundler.
+for (const asset of ['models/default/model.safetensors', 'data/animal-shape/train-images.idx3-ubyte']) {
+  const bytes = readFileSync(join(pkg, asset));
+  if (!files.some((f) => statSync(f).size === bytes.length && readFileSync(f).equals(bytes))) fail(`the bundle lacks ${asset}`);
+}
 console.log(`npm test: PASS: Vite bundle has ${wasm.map((f) => f.slice(dist.length + 1)).join(', ')} (${want.length} bytes), referenced by ${worker[0].slice(dist.length + 1)}; ${((Date.now() - t0) / 1000).toFixed(1)} s`);
