@@ -37,6 +37,9 @@ pub enum Kernels {
     Gemm,
 }
 
+/// Row counts below this run the plain loops even under [`Kernels::Gemm`].
+pub const GEMM_MIN_ROWS: usize = 4;
+
 /// `C = alpha A B + beta C` for row/column-strided `A: [m, k]`, `B: [k, n]`, `C: [m, n]`
 /// (strides in elements); every index is checked against the slices first.
 #[allow(clippy::too_many_arguments)]
@@ -130,7 +133,9 @@ impl Linear {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let (din, dout) = (self.in_dim(), self.out_dim());
         let t = x.len() / din;
-        if self.kernels == Kernels::Gemm {
+        // A GEMM library's packing only pays from a few rows on (the last block's CLS-only rows
+        // are single vectors): fewer rows take the loops.
+        if self.kernels == Kernels::Gemm && t >= GEMM_MIN_ROWS {
             let mut y = match &self.bias {
                 Some(b) => b.data.repeat(t),
                 None => vec![0.0f32; t * dout],

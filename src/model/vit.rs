@@ -9,7 +9,7 @@ use rand_distr::StandardNormal;
 
 use super::config::ViTConfig;
 use super::error::{ModelError, Result};
-use super::nn::{gelu, gelu_f32, sgemm, softmax_inplace, Kernels, LayerNorm, Linear, Param};
+use super::nn::{gelu, gelu_f32, sgemm, softmax_inplace, Kernels, LayerNorm, Linear, Param, GEMM_MIN_ROWS};
 use super::weights::VarBuilder;
 
 /// Where a linear layer sits; perturbation and gradient code address layers by site.
@@ -237,7 +237,7 @@ impl ViTSelfAttention {
         let hd = d / self.heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut ctx = vec![0.0f32; queries * d];
-        if self.kernels == Kernels::Gemm {
+        if self.kernels == Kernels::Gemm && queries >= GEMM_MIN_ROWS {
             // Per head: scores [queries, T] = scale q_h k_h^T, softmax per row, ctx_h = p v_h.
             let mut scores = vec![0.0f32; queries * t];
             for h in 0..self.heads {
