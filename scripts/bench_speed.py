@@ -110,7 +110,7 @@ def main() -> None:
                   "cpu-reference/ort-native (1 thread)": get("cpu-reference", m) / get("ort-native", m)}
               for m in ("default", "vit-tiny")}
     out = {"adapter": ours.get("adapter"), "cpus": threads_all, "onnxruntime": ort.__version__,
-           "torch": torch.__version__, "forward": forward, "ratios": ratios}
+           "torch": torch.__version__, "forward": forward, "ratios": ratios, "steps": ours.get("steps", [])}
     json.dump(out, sys.stdout, indent=2)
     print()
 

@@ -58,13 +58,13 @@ pub fn uniform(x: u32) -> f32 {
 /// GPU agree to a few ulp (GPU `log`/`cos`/`sin` may be off by 2^-11 absolute on Vulkan).
 /// `u = m 2^e` with `m` in `[sqrt(1/2), sqrt 2)`, `ln m = 2 atanh(s)`, `s = (m - 1)/(m + 1)`.
 pub fn ln_unit(u: f32) -> f32 {
+    // Branch-free (selects), so that `Stream::fill` vectorises; the same operations as the WGSL.
     let bits = u.to_bits();
-    let mut e = ((bits >> 23) & 0xFF) as i32 - 127;
-    let mut m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
-    if m > std::f32::consts::SQRT_2 {
-        m *= 0.5;
-        e += 1;
-    }
+    let e = ((bits >> 23) & 0xFF) as i32 - 127;
+    let m0 = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+    let big = m0 > std::f32::consts::SQRT_2;
+    let m = if big { m0 * 0.5 } else { m0 };
+    let e = e + big as i32;
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     let p = s * (2.0 + s2 * (2.0 / 3.0 + s2 * (0.4 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0)))));
@@ -80,12 +80,13 @@ pub fn sincos_turns(u: f32) -> (f32, f32) {
     let a2 = a * a;
     let s = a * (1.0 + a2 * (-1.0 / 6.0 + a2 * (1.0 / 120.0 + a2 * (-1.0 / 5040.0 + a2 * (1.0 / 362_880.0)))));
     let c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24.0 + a2 * (-1.0 / 720.0 + a2 * (1.0 / 40_320.0 - a2 / 3_628_800.0))));
-    match k as u32 & 3 {
-        0 => (s, c),
-        1 => (c, -s),
-        2 => (-s, -c),
-        _ => (-c, s),
-    }
+    // Quadrant q: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s) for q = 0..3, as selects.
+    let q = k as u32 & 3;
+    let odd = q & 1 == 1;
+    let (sin, cos) = if odd { (c, s) } else { (s, c) };
+    let sin = if q & 2 == 2 { -sin } else { sin };
+    let cos = if (q + 1) & 2 == 2 { -cos } else { cos };
+    (sin, cos)
 }
 
 /// Box-Muller on two words: `(r cos(theta), r sin(theta))`, `r = sqrt(-2 ln u1)`,
@@ -147,23 +148,37 @@ impl Stream {
         }
     }
 
-    /// Elements `start .. start + out.len()`, one Philox block per four values.
+    /// Elements `start .. start + out.len()`, one Philox block per four values. Aligned blocks
+    /// go through Philox first and then through Box-Muller over a whole chunk, which the compiler
+    /// vectorises (the values are the same as [`Stream::normal`]'s, bit for bit).
     pub fn fill(&self, start: u32, out: &mut [f32]) {
+        const CHUNK: usize = 64;
         let mut n = start;
         let mut i = 0;
-        while i < out.len() {
-            if n & 3 == 0 && i + 4 <= out.len() {
-                let x = self.block(n >> 2);
-                let (a, b) = box_muller(x[0], x[1]);
-                let (c, d) = box_muller(x[2], x[3]);
-                out[i..i + 4].copy_from_slice(&[a, b, c, d]);
-                i += 4;
-                n = n.wrapping_add(4);
-            } else {
-                out[i] = self.normal(n);
-                i += 1;
-                n = n.wrapping_add(1);
+        while i < out.len() && n & 3 != 0 {
+            out[i] = self.normal(n);
+            i += 1;
+            n = n.wrapping_add(1);
+        }
+        let mut words = [0u32; 4 * CHUNK];
+        while out.len() - i >= 4 {
+            let blocks = ((out.len() - i) / 4).min(CHUNK);
+            for (b, w) in words.chunks_exact_mut(4).take(blocks).enumerate() {
+                w.copy_from_slice(&self.block((n >> 2).wrapping_add(b as u32)));
             }
+            let dst = &mut out[i..i + 4 * blocks];
+            for (pair, o) in words[..4 * blocks].chunks_exact(2).zip(dst.chunks_exact_mut(2)) {
+                let (c, s) = box_muller(pair[0], pair[1]);
+                o[0] = c;
+                o[1] = s;
+            }
+            i += 4 * blocks;
+            n = n.wrapping_add(4 * blocks as u32);
+        }
+        while i < out.len() {
+            out[i] = self.normal(n);
+            i += 1;
+            n = n.wrapping_add(1);
         }
     }
 }

@@ -9,7 +9,7 @@ use super::{read_host, write_host, FeatureCache};
 use crate::learn::backend::{Backend, Batch, BoxFuture, CleanOut, StepPlan};
 use crate::learn::estimate::{Query, Space};
 use crate::learn::LearnError;
-use crate::model::nn::{cross_entropy, Kernels, LayerNorm};
+use crate::model::nn::{cross_entropy, sgemm, Kernels, LayerNorm, GEMM_MIN_ROWS};
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
 use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ParamTable, ViTForImageClassification};
 use crate::noise::Stream;
@@ -24,6 +24,8 @@ pub struct CpuBackend {
     /// Blocks below `features.first` are not tuned in this run, so each image's residual
     /// stream entering that block is computed once and kept across steps.
     features: FeatureCache<Vec<f32>>,
+    /// How the gradient's outer products are computed (the forward's kernels are the network's).
+    kernels: Kernels,
 }
 
 /// What the gradient needs of one perturbed site in one query.
@@ -88,10 +90,12 @@ impl CpuBackend {
         Self::new(net)
     }
 
-    /// The reference: `net` as given (plain loops after loading).
+    /// `net` with the kernels it has (plain loops after loading: the reference); the gradient's
+    /// products follow them.
     pub fn new(net: ViTForImageClassification) -> Self {
         Self {
             ids: ParamTable::of(&net),
+            kernels: net.classifier.kernels,
             net,
             recorded: Vec::new(),
             recorded_for: None,
@@ -197,13 +201,17 @@ impl CpuBackend {
             let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
             let b_off = lin.bias.and_then(slot);
             let input = |r: usize| self.recorded[r].linear.get(&site).map(|x| &x.input);
+            // sum_t e[t] (x) u[t] sums over tokens, so every group's tokens stack into one product
+            // (one large GEMM on the fast path instead of one small one per query row).
+            let (mut e_all, mut u_all) = (Vec::new(), Vec::new());
             for point in 0..points {
                 let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| input(r).is_some()).collect();
                 for group in groups(rows, &|a, b| input(a) == input(b)) {
-                    let u = &self.recorded[group[0]].linear[&site].input;
-                    accumulate_outer(grad, w_off, b_off, &summed(&group, site), u, dout, din);
+                    e_all.extend(summed(&group, site));
+                    u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
                 }
             }
+            accumulate_outer(self.kernels, grad, w_off, b_off, &e_all, &u_all, dout, din);
         }
         for norm in tuned_norms(plan, ids) {
             let Some((gamma, beta)) = ids.norm(norm) else { continue };
@@ -231,14 +239,7 @@ impl CpuBackend {
                         let w = &params[lin.weight as usize].data;
                         let e = summed(&group, site);
                         let dout = w.len() / d;
-                        // A site may see fewer rows than the norm (the last block's query: CLS).
-                        for (et, dyt) in e.chunks_exact(dout).zip(dy.chunks_exact_mut(d)) {
-                            for (o, &eo) in et.iter().enumerate() {
-                                for (y, &wv) in dyt.iter_mut().zip(&w[o * d..(o + 1) * d]) {
-                                    *y += eo * wv as f64;
-                                }
-                            }
-                        }
+                        accumulate_back(self.kernels, &mut dy, &e, w, dout, d);
                     }
                     for (dyt, xt) in dy.chunks_exact(d).zip(xh.chunks_exact(d)) {
                         for i in 0..d {
@@ -267,7 +268,34 @@ fn tuned_norms(plan: &StepPlan, ids: &ParamTable) -> Vec<NormSite> {
 }
 
 /// `G_W[o, i] += sum_t e[t, o] u[t, i]`, `G_b[o] += sum_t e[t, o]` at the given offsets.
+/// `d_y[t] += sum_o e[t, o] W[o, :]` for the rows of `e` (a site may see fewer rows than the
+/// norm: the last block's query is the CLS token's only). Under [`Kernels::Gemm`] with enough
+/// rows: one f32 GEMM `e [T, dout] x W [dout, d]` added into the f64 `d_y`.
+fn accumulate_back(kernels: Kernels, dy: &mut [f64], e: &[f64], w: &[f32], dout: usize, d: usize) {
+    let t = (e.len() / dout.max(1)).min(dy.len() / d.max(1));
+    if kernels == Kernels::Gemm && t >= GEMM_MIN_ROWS {
+        let e32: Vec<f32> = e[..t * dout].iter().map(|&v| v as f32).collect();
+        let mut g = vec![0.0f32; t * d];
+        sgemm((t, dout, d), 1.0, (&e32, dout, 1), (w, d, 1), 0.0, (&mut g, d, 1));
+        for (acc, &v) in dy.iter_mut().zip(&g) {
+            *acc += v as f64;
+        }
+        return;
+    }
+    for (et, dyt) in e.chunks_exact(dout).zip(dy.chunks_exact_mut(d)) {
+        for (o, &eo) in et.iter().enumerate() {
+            for (y, &wv) in dyt.iter_mut().zip(&w[o * d..(o + 1) * d]) {
+                *y += eo * wv as f64;
+            }
+        }
+    }
+}
+
+/// Under [`Kernels::Gemm`] with enough tokens the weight part is one f32 GEMM
+/// `E^T [dout, T] x U [T, din]` added into the f64 gradient.
+#[allow(clippy::too_many_arguments)]
 fn accumulate_outer(
+    kernels: Kernels,
     grad: &mut [f64],
     w_off: usize,
     b_off: Option<usize>,
@@ -276,6 +304,23 @@ fn accumulate_outer(
     dout: usize,
     din: usize,
 ) {
+    let t = e.len() / dout.max(1);
+    if kernels == Kernels::Gemm && t >= GEMM_MIN_ROWS {
+        let e32: Vec<f32> = e.iter().map(|&v| v as f32).collect();
+        let mut g = vec![0.0f32; dout * din];
+        sgemm((dout, t, din), 1.0, (&e32, 1, dout), (u, din, 1), 0.0, (&mut g, din, 1));
+        for (acc, &v) in grad[w_off..w_off + dout * din].iter_mut().zip(&g) {
+            *acc += v as f64;
+        }
+        if let Some(b) = b_off {
+            for et in e.chunks_exact(dout) {
+                for (acc, &v) in grad[b..b + dout].iter_mut().zip(et) {
+                    *acc += v;
+                }
+            }
+        }
+        return;
+    }
     for (et, ut) in e.chunks_exact(dout).zip(u.chunks_exact(din)) {
         for (o, &eo) in et.iter().enumerate() {
             let row = &mut grad[w_off + o * din..w_off + (o + 1) * din];
