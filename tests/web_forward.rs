@@ -343,6 +343,7 @@ async fn default_model_forward_matches_cpu() {
 /// The `Learner` API in the browser, on WebGPU.
 mod learner {
     use super::SAMPLES;
+    use flops_web::learn::data::AnimalShapeFiles;
     use flops_web::learn::options::TrainOptions;
     use flops_web::model::{Image, Model, ModelFiles};
     use flops_web::web::{create_learner, Learner};
@@ -350,6 +351,15 @@ mod learner {
     use wasm_bindgen::JsValue;
     use wasm_bindgen_futures::JsFuture;
     use wasm_bindgen_test::{console_log, wasm_bindgen_test};
+
+    /// The Animal-Shape files (the page fetches them; the test embeds them).
+    const ANIMAL_SHAPE: AnimalShapeFiles<'static> = AnimalShapeFiles {
+        train_images: include_bytes!("../assets/animal-shape/train-images.idx3-ubyte"),
+        train_labels: include_bytes!("../assets/animal-shape/train-labels.idx1-ubyte"),
+        test_images: include_bytes!("../assets/animal-shape/test-images.idx3-ubyte"),
+        test_labels: include_bytes!("../assets/animal-shape/test-labels.idx1-ubyte"),
+        classes_json: include_bytes!("../assets/animal-shape/classes.json"),
+    };
 
     fn get(v: &JsValue, key: &str) -> JsValue {
         Reflect::get(v, &JsValue::from_str(key)).unwrap_or_else(|_| panic!("no `{key}`"))
@@ -373,22 +383,14 @@ mod learner {
         )
         .await
         .unwrap_or_else(|e| panic!("createLearner: {:?}", JsValue::from(e)));
-        let d = |name: &str| -> &'static [u8] {
-            match name {
-                "train-images" => include_bytes!("../assets/animal-shape/train-images.idx3-ubyte"),
-                "train-labels" => include_bytes!("../assets/animal-shape/train-labels.idx1-ubyte"),
-                "test-images" => include_bytes!("../assets/animal-shape/test-images.idx3-ubyte"),
-                "test-labels" => include_bytes!("../assets/animal-shape/test-labels.idx1-ubyte"),
-                _ => include_bytes!("../assets/animal-shape/classes.json"),
-            }
-        };
+        let a = ANIMAL_SHAPE;
         learner
             .load_animal_shape(
-                d("train-images"),
-                d("train-labels"),
-                d("test-images"),
-                d("test-labels"),
-                d("classes"),
+                a.train_images,
+                a.train_labels,
+                a.test_images,
+                a.test_labels,
+                a.classes_json,
                 4,
                 2,
             )

@@ -9,7 +9,6 @@
 import init, { createLearner } from './wasm/flops_web.js';
 
 let learner = null;
-let inputSize = [224, 224]; // the model's, for callers that ask
 let stopRequested = false;
 let training = null; // the promise of the running training loop
 
@@ -159,7 +158,6 @@ const methods = {
     const files = model || Object.fromEntries(await Promise.all(Object.entries(DEFAULT_MODEL_URLS).map(async ([k, u]) => [k, await fetchBytes(u)])));
     learner = await createLearner(files.config, files.weights, files.preprocessor, device || 'auto');
     const info = learner.modelInfo();
-    inputSize = info.imageSize;
     const deviceInfo = learner.deviceInfo();
     deviceInfo.browserAdapter = deviceInfo.webgpu ? await browserAdapter() : null;
     if (!deviceInfo.webgpu && !(self.navigator && navigator.gpu)) deviceInfo.reason = 'this browser has no WebGPU (navigator.gpu is missing)';

@@ -24,8 +24,6 @@ pub struct CpuBackend {
     /// Blocks below `features.first` are not tuned in this run, so each image's residual
     /// stream entering that block is computed once and kept across steps.
     features: FeatureCache<Vec<f32>>,
-    /// How the gradient's outer products are computed (the forward's kernels are the network's).
-    kernels: Kernels,
 }
 
 /// What the gradient needs of one perturbed site in one query.
@@ -95,12 +93,17 @@ impl CpuBackend {
     pub fn new(net: ViTForImageClassification) -> Self {
         Self {
             ids: ParamTable::of(&net),
-            kernels: net.classifier.kernels,
             net,
             recorded: Vec::new(),
             recorded_for: None,
             features: FeatureCache::default(),
         }
+    }
+
+    /// The network's kernels ([`ViTForImageClassification::set_kernels`] sets every module's);
+    /// the gradient's products follow them.
+    fn kernels(&self) -> Kernels {
+        self.net.classifier.kernels
     }
 
     fn image_len(&self) -> usize {
@@ -211,7 +214,7 @@ impl CpuBackend {
                     u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
                 }
             }
-            accumulate_outer(self.kernels, grad, w_off, b_off, &e_all, &u_all, dout, din);
+            accumulate_outer(self.kernels(), grad, w_off, b_off, &e_all, &u_all, dout, din);
         }
         for norm in tuned_norms(plan, ids) {
             let Some((gamma, beta)) = ids.norm(norm) else { continue };
@@ -239,7 +242,7 @@ impl CpuBackend {
                         let w = &params[lin.weight as usize].data;
                         let e = summed(&group, site);
                         let dout = w.len() / d;
-                        accumulate_back(self.kernels, &mut dy, &e, w, dout, d);
+                        accumulate_back(self.kernels(), &mut dy, &e, w, dout, d);
                     }
                     for (dyt, xt) in dy.chunks_exact(d).zip(xh.chunks_exact(d)) {
                         for i in 0..d {
@@ -349,12 +352,7 @@ impl CpuBackend {
     }
 
     fn query_losses_now(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
-        self.check(batch)?;
-        if let Some(q) = plan.queries.iter().find(|q| q.point >= batch.len()) {
-            return Err(LearnError::Config {
-                message: format!("query of point {} in a batch of {}", q.point, batch.len()),
-            });
-        }
+        plan.check(batch, self.image_len(), self.net.config.num_labels())?;
         let prefixes = self.prefixes(batch, plan.first_tuned);
         let mut losses = vec![0.0f32; plan.queries.len()];
         self.recorded.clear();

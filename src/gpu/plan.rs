@@ -99,6 +99,23 @@ fn site_block(site: LinearSite) -> Option<usize> {
 type GroupKey = (u64, u32, u32, u32, Vec<u32>);
 
 impl RowPlan {
+    /// One unperturbed row per image, labelled `labels[i]` (predictions pass any label), split
+    /// at `first_tuned`.
+    pub fn clean(labels: &[usize], first_tuned: usize) -> Self {
+        Self {
+            rows: labels
+                .iter()
+                .enumerate()
+                .map(|(image, &label)| QueryRow {
+                    image,
+                    label,
+                    perturbation: Perturbation::Clean,
+                })
+                .collect(),
+            first_tuned,
+        }
+    }
+
     /// The CPU reference of this plan over `pixels: [B, C, H, W]`: every row's logits
     /// (`[R, classes]`) and loss, with its perturbation applied the CPU way
     /// ([`crate::model::perturb`], the same regenerated noise). The oracle of the GPU forward.

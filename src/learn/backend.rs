@@ -79,6 +79,18 @@ pub struct StepPlan {
 }
 
 impl StepPlan {
+    /// The one check of a plan against its batch (both backends run it): every query's point is
+    /// in the batch, which itself passes [`Batch::check`].
+    pub fn check(&self, batch: &Batch, image_len: usize, classes: usize) -> Result<(), LearnError> {
+        batch.check(image_len, classes)?;
+        match self.queries.iter().find(|q| q.point >= batch.len()) {
+            Some(q) => Err(LearnError::Config {
+                message: format!("query of point {} in a batch of {}", q.point, batch.len()),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Step `step`'s plan: where it splits, what it perturbs (sites in activation space, the
     /// tuned tensors in weight space) and the tuned tensors all follow from `estimator` and
     /// `tuning`.

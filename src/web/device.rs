@@ -10,7 +10,7 @@ use wasm_bindgen::{JsCast, JsError};
 
 use super::js_err;
 use super::reports::{Calibration, DeviceInfo, Limits};
-use crate::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
+use crate::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, RowPlan};
 use crate::model::nn::Kernels;
 use crate::model::ViTForImageClassification;
 
@@ -55,8 +55,12 @@ fn now_ms() -> f64 {
 const CALIBRATION_IMAGES: usize = 4;
 
 /// Times the clean forward of [`CALIBRATION_IMAGES`] images of `net` on the fast CPU path and,
-/// when there is one, on WebGPU (after one warm-up image, which compiles the pipelines).
-async fn calibrate(net: &ViTForImageClassification, gpu: Option<&GpuContext>) -> Result<Calibration, JsError> {
+/// when there is one, on WebGPU (after one warm-up image, which compiles the pipelines). Returns
+/// the device copy of `net` too: predictions reuse it instead of uploading the model again.
+async fn calibrate(
+    net: &ViTForImageClassification,
+    gpu: Option<&GpuContext>,
+) -> Result<(Calibration, Option<GpuModel>), JsError> {
     let n = CALIBRATION_IMAGES;
     let pixels: Vec<f32> = (0..n * net.config.image_numel())
         .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
@@ -66,37 +70,30 @@ async fn calibrate(net: &ViTForImageClassification, gpu: Option<&GpuContext>) ->
     let t0 = now_ms();
     fast.forward_batch(&pixels).map_err(js_err)?;
     let cpu = (now_ms() - t0) / n as f64;
-    let webgpu = match gpu {
-        None => None,
+    let (webgpu, uploaded) = match gpu {
+        None => (None, None),
         Some(ctx) => {
             let model = GpuModel::upload(ctx, net).map_err(js_err)?;
-            let plan = |rows: usize| RowPlan {
-                rows: (0..rows)
-                    .map(|image| QueryRow {
-                        image,
-                        label: 0,
-                        perturbation: Perturbation::Clean,
-                    })
-                    .collect(),
-                first_tuned: net.config.num_hidden_layers,
-            };
+            let plan = |rows: usize| RowPlan::clean(&vec![0; rows], net.config.num_hidden_layers);
             let one = &pixels[..net.config.image_numel()];
             GpuForward::run(ctx, &model, one, &plan(1)).await.map_err(js_err)?;
             let t0 = now_ms();
             GpuForward::run(ctx, &model, &pixels, &plan(n)).await.map_err(js_err)?;
-            Some((now_ms() - t0) / n as f64)
+            (Some((now_ms() - t0) / n as f64), Some(model))
         }
     };
-    Ok(Calibration {
+    let calibration = Calibration {
         images: n,
         cpu_ms_per_image: cpu,
         webgpu_ms_per_image: webgpu,
-    })
+    };
+    Ok((calibration, uploaded))
 }
 
 impl Device {
     /// `device`: `"auto"` (WebGPU when an adapter exists and the calibration finds it faster
     /// than the CPU for `net`, else the CPU), `"webgpu"` (an error without it) or `"cpu"`.
+    /// `net` is the learner's network as loaded (version 0 of its state).
     pub async fn choose(device: &str, net: &ViTForImageClassification) -> Result<Self, JsError> {
         let (gpu, mut reason) = match device {
             "cpu" => (None, Some("CPU requested (device: \"cpu\")".to_string())),
@@ -111,7 +108,7 @@ impl Device {
                 )))
             }
         };
-        let calibration = calibrate(net, gpu.as_ref()).await?;
+        let (calibration, uploaded) = calibrate(net, gpu.as_ref()).await?;
         let on_gpu = match (device, calibration.webgpu_ms_per_image) {
             ("webgpu", _) => true,
             ("auto", Some(g)) => {
@@ -156,7 +153,8 @@ impl Device {
                 // there is one thread, so the missing `Send` does not matter.
                 #[allow(clippy::arc_with_non_send_sync)]
                 ctx: Arc::new(ctx),
-                uploaded: RefCell::new(None),
+                // The network at version 0 of the learner's state (see `predict::logits`).
+                uploaded: RefCell::new(uploaded.map(|m| (0, Rc::new(m)))),
             }),
             on_gpu,
             info,

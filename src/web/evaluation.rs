@@ -13,9 +13,14 @@ use crate::backend::cpu::CpuBackend;
 use crate::learn::data::Examples;
 use crate::learn::trainer::{evaluate, EvalResult, Trainer};
 
-/// Evaluates the trainer's current network where [`EVALUATE_ON_GPU`] says; returns the backend.
-async fn evaluate_trainer(t: &mut Trainer, val: &Examples) -> Result<(EvalResult, &'static str), JsError> {
-    if t.backend.name() == "cpu" || EVALUATE_ON_GPU {
+/// Evaluates the trainer's current network: on its own backend, except on WebGPU while
+/// [`EVALUATE_ON_GPU`] is false (then on the CPU after reading the weights back); returns where.
+async fn evaluate_trainer(
+    t: &mut Trainer,
+    on_gpu: bool,
+    val: &Examples,
+) -> Result<(EvalResult, &'static str), JsError> {
+    if !on_gpu || EVALUATE_ON_GPU {
         let r = t.evaluate(val).await.map_err(js_err)?;
         return Ok((r, t.backend.name()));
     }
@@ -31,6 +36,7 @@ impl Learner {
     /// says where it ran (the device panel's `evaluationBackend` during training).
     pub fn evaluate(&self) -> js_sys::Promise {
         let state = self.state.clone();
+        let on_gpu = self.device.on_gpu;
         future_to_promise(async move {
             let val = {
                 let s = state.borrow();
@@ -42,7 +48,7 @@ impl Learner {
             };
             let (res, step, queries, backend) = match take_trainer(&state)? {
                 Some(mut t) => {
-                    let r = evaluate_trainer(&mut t, &val).await;
+                    let r = evaluate_trainer(&mut t, on_gpu, &val).await;
                     let (step, queries) = (t.step, t.queries);
                     put_trainer(&state, t);
                     let (r, backend) = r?;

@@ -11,7 +11,7 @@ use wasm_bindgen_futures::future_to_promise;
 use super::device::Device;
 use super::reports::{Prediction, TopK};
 use super::{images, js_err, put_trainer, take_trainer, to_js, Learner, State};
-use crate::gpu::{GpuForward, GpuModel, Perturbation, QueryRow, RowPlan};
+use crate::gpu::{GpuForward, GpuModel, RowPlan};
 use crate::learn::backend::Batch;
 use crate::model::nn::softmax;
 use crate::model::{Image, NoHook};
@@ -61,16 +61,7 @@ pub(super) async fn logits(
             }
         }
     };
-    let plan = RowPlan {
-        rows: (0..n)
-            .map(|image| QueryRow {
-                image,
-                label: 0,
-                perturbation: Perturbation::Clean,
-            })
-            .collect(),
-        first_tuned: layers,
-    };
+    let plan = RowPlan::clean(&vec![0; n], layers);
     let out = GpuForward::run(&g.ctx, &model, pixels, &plan).await.map_err(js_err)?;
     Ok((out.logits, "webgpu"))
 }

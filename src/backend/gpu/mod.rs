@@ -18,10 +18,9 @@ mod optim;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use features::FeatureBank;
 use optim::GpuOptimizer;
 
-use super::{read_host, write_host};
+use super::{read_host, write_host, FeatureCache};
 use crate::gpu::forward::{ForwardOptions, GpuForward, LrInputs, RowOutputs};
 use crate::gpu::ops::{self, Op};
 use crate::gpu::readback::Staging;
@@ -61,7 +60,7 @@ pub struct GpuBackend {
     /// The first tuned block of the last plan: where the clean pass splits its forward.
     first_tuned: Option<usize>,
     /// Per-image streams entering the frozen boundary ([`Backend::freeze_below`]), across steps.
-    bank: FeatureBank,
+    bank: FeatureCache<GpuTensor>,
     optimizer: Option<GpuOptimizer>,
     /// Chunking of the forwards.
     pub forward: ForwardOptions,
@@ -83,7 +82,7 @@ impl GpuBackend {
             last: None,
             prefix: None,
             first_tuned: None,
-            bank: FeatureBank::default(),
+            bank: FeatureCache::default(),
             optimizer: None,
             forward: ForwardOptions::default(),
         })
@@ -140,24 +139,13 @@ impl GpuBackend {
     /// [`Backend::clean`]: every block once per image, losses and logits back.
     async fn clean_now(&mut self, batch: &Batch<'_>) -> Result<CleanOut, LearnError> {
         self.check(batch)?;
-        let plan = RowPlan {
-            rows: batch
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(image, &label)| QueryRow {
-                    image,
-                    label,
-                    perturbation: Perturbation::Clean,
-                })
-                .collect(),
-            // Split where the last plan did (or at the frozen boundary), so that the query pass
-            // can reuse the prefix.
-            first_tuned: self
-                .first_tuned
-                .or((self.bank.first() > 0).then_some(self.bank.first()))
-                .unwrap_or(self.net.vit.layers.len()),
-        };
+        // Split where the last plan did (or at the frozen boundary), so that the query pass can
+        // reuse the prefix.
+        let first_tuned = self
+            .first_tuned
+            .or((self.bank.first > 0).then_some(self.bank.first))
+            .unwrap_or(self.net.vit.layers.len());
+        let plan = RowPlan::clean(batch.labels, first_tuned);
         let out = self.run(batch, &plan).await?;
         Ok(CleanOut {
             losses: out.losses,
@@ -168,39 +156,37 @@ impl GpuBackend {
     /// [`Backend::query_losses`]: one forward over all query rows; the LR layer inputs stay
     /// on the GPU for the gradient.
     async fn query_losses_now(&mut self, batch: &Batch<'_>, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {
-        self.check(batch)?;
+        plan.check(batch, self.net.config.image_numel(), self.net.config.num_labels())?;
         self.last = None;
         self.first_tuned = Some(plan.first_tuned);
-        let rows =
-            plan.queries
-                .iter()
-                .map(|q| {
-                    let label = *batch.labels.get(q.point).ok_or_else(|| {
-                        config_err(format!("query of point {} in a batch of {}", q.point, batch.len()))
-                    })?;
-                    let perturbation = match plan.space {
-                        Space::Activation { sigma } => Perturbation::Lr {
-                            seed: plan.seed,
-                            step: plan.step,
-                            sigma: q.sign * sigma,
-                            sites: plan.sites.clone(),
-                            row: q.noise,
-                        },
-                        Space::Weight { scale } => Perturbation::Weight {
-                            seed: plan.seed,
-                            step: plan.step,
-                            direction: q.noise,
-                            scale: q.sign * scale,
-                            tensors: plan.tensors.clone(),
-                        },
-                    };
-                    Ok(QueryRow {
-                        image: q.point,
-                        label,
-                        perturbation,
-                    })
+        let rows = plan
+            .queries
+            .iter()
+            .map(|q| {
+                let label = batch.labels[q.point];
+                let perturbation = match plan.space {
+                    Space::Activation { sigma } => Perturbation::Lr {
+                        seed: plan.seed,
+                        step: plan.step,
+                        sigma: q.sign * sigma,
+                        sites: plan.sites.clone(),
+                        row: q.noise,
+                    },
+                    Space::Weight { scale } => Perturbation::Weight {
+                        seed: plan.seed,
+                        step: plan.step,
+                        direction: q.noise,
+                        scale: q.sign * scale,
+                        tensors: plan.tensors.clone(),
+                    },
+                };
+                Ok(QueryRow {
+                    image: q.point,
+                    label,
+                    perturbation,
                 })
-                .collect::<Result<Vec<_>, LearnError>>()?;
+            })
+            .collect::<Result<Vec<_>, LearnError>>()?;
         let out = self
             .run(
                 batch,
@@ -386,7 +372,7 @@ impl Backend for GpuBackend {
     }
 
     fn freeze_below(&mut self, block: usize) {
-        if block != self.bank.first() {
+        if block != self.bank.first {
             self.bank.reset(block);
         }
     }

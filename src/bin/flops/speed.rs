@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 use flops_web::backend::cpu::CpuBackend;
 use flops_web::backend::gpu::GpuBackend;
-use flops_web::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
+use flops_web::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, RowPlan};
 use flops_web::learn::allocate::{make_allocator, AllocatorKind, BatchStats, Budget};
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::estimate::{EstimatorKind, Results};
@@ -218,16 +218,7 @@ pub fn run(args: SpeedArgs) -> Result<(), CliError> {
         }
         if let Some(ctx) = &ctx {
             let model = GpuModel::upload(ctx, &net).map_err(|e| other(&e))?;
-            let plan = RowPlan {
-                rows: (0..rows)
-                    .map(|image| QueryRow {
-                        image,
-                        label: 0,
-                        perturbation: Perturbation::Clean,
-                    })
-                    .collect(),
-                first_tuned: net.config.num_hidden_layers,
-            };
+            let plan = RowPlan::clean(&vec![0; rows], net.config.num_hidden_layers);
             let s = time(args.repeats, || {
                 std::hint::black_box(GpuForward::run_blocking(ctx, &model, &pixels, &plan).map_err(|e| other(&e))?);
                 Ok(())
