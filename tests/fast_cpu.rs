@@ -79,7 +79,7 @@ fn fast_backend_step_matches_the_reference() {
         &table,
         3,
         0,
-        kind.build().plan(&alloc),
+        kind.build().plan(&alloc, 1),
     );
     let mut out = Vec::new();
     for mut b in [CpuBackend::new(model.net.clone()), CpuBackend::fast(model.net.clone())] {

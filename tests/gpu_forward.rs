@@ -121,8 +121,7 @@ fn lr(seed: u64, row: u32, sigma: f32, sites: Vec<LinearSite>) -> Perturbation {
     Perturbation::Lr {
         seed,
         step: 2,
-        sigma,
-        sites,
+        sites: sites.into_iter().map(|s| (s, sigma)).collect(),
         row,
     }
 }
@@ -241,24 +240,11 @@ fn check_lr_out(
     let all = kept.tensor.read_blocking(ctx()).unwrap();
     let per_row = all.len() / kept.rows.len();
     let got = &all[(internal - kept.rows.start) * per_row..][..per_row];
-    let Perturbation::Lr {
-        seed,
-        step,
-        sigma,
-        sites,
-        row,
-    } = plan.rows[2].perturbation.clone()
-    else {
+    let Perturbation::Lr { seed, step, sites, row } = plan.rows[2].perturbation.clone() else {
         unreachable!()
     };
     let mut rec = InputRecorder {
-        inner: LrNoiseHook {
-            seed,
-            step,
-            row,
-            sigma,
-            sites,
-        },
+        inner: LrNoiseHook { seed, step, row, sites },
         site: LinearSite::Fc2(1),
         input: vec![],
     };

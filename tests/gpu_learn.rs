@@ -21,7 +21,7 @@ use flops_web::learn::data::Examples;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 use flops_web::learn::trainer::{evaluate, TrainConfig, Trainer};
-use flops_web::learn::tuning::Tuning;
+use flops_web::learn::tuning::{Perturb, Tuning};
 use flops_web::learn::AllocatorKind;
 use flops_web::model::params::ParamTable;
 use flops_web::model::{Model, ViTForImageClassification};
@@ -64,7 +64,7 @@ fn plan(net: &ViTForImageClassification, kind: EstimatorKind, tuning: Tuning, al
         &ParamTable::of(net),
         11,
         step,
-        kind.build().plan(alloc),
+        kind.build().plan(alloc, 1),
     )
 }
 
@@ -107,24 +107,39 @@ fn query_both(
     let gl = block_on(gpu.query_losses(batch, plan)).unwrap();
     let err = max_abs_diff(&gl, &cl);
     assert!(err <= 1e-4, "query losses: max |err| {err:.3e}");
-    common::coefficients(kind, &plan.queries, &cl, &cc.losses, alloc)
+    common::cell_coefficients(kind, &plan.queries, &cl, &cc.losses, alloc, plan.groups.len().max(1))
 }
 
 fn gradients_agree(kind: EstimatorKind, tuning: Tuning, alloc: &[usize], max_rows_per_chunk: Option<usize>) {
     let net = net();
-    let (px, labels) = images(&net, alloc.len(), 3);
+    let plan = plan(&net, kind, tuning, alloc, 5);
+    plans_agree(net, kind, plan, alloc, max_rows_per_chunk);
+}
+
+/// `alloc` over the plan's cells (`alloc[point * groups + g]`).
+fn plans_agree(
+    net: ViTForImageClassification,
+    kind: EstimatorKind,
+    plan: StepPlan,
+    alloc: &[usize],
+    max_rows_per_chunk: Option<usize>,
+) {
+    let (px, labels) = images(&net, alloc.len() / plan.groups.len().max(1), 3);
     let batch = Batch {
         pixels: &px,
         labels: &labels,
     };
-    let plan = plan(&net, kind, tuning, alloc, 5);
     let mut cpu = CpuBackend::new(net.clone());
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
     gpu.forward.max_rows_per_chunk = max_rows_per_chunk;
     let coeffs = query_both(&mut cpu, &mut gpu, &batch, kind, &plan, alloc);
     let want = block_on(cpu.gradient(&plan, &coeffs)).unwrap();
     let got = block_on(gpu.gradient(&plan, &coeffs)).unwrap();
-    let rel = rel_err(&format!("{kind:?} {tuning:?} gradient"), &got, &want);
+    let rel = rel_err(
+        &format!("{kind:?} first tuned {} gradient", plan.first_tuned),
+        &got,
+        &want,
+    );
     assert!(rel <= 1e-4, "gradient relative error {rel:.3e}");
     // Per tensor, relative to the tensor's own scale (LayerNorm affine gradients are small).
     let params = cpu.net.params();
@@ -171,6 +186,25 @@ fn lr_gradient_matches_cpu_head_only() {
         antithetic: false,
     };
     gradients_agree(kind, Tuning::Head, &[3, 1, 2, 2], None);
+}
+
+/// Site-wise queries (one site each, late sites starting from the clean stream on the CPU, the
+/// GPU running every row from the first tuned block with the other sites' noise at 0) with
+/// per-site noise scales, over an uneven allocation of image x site cells.
+#[test]
+fn site_wise_lr_gradient_matches_cpu_last_two_blocks() {
+    let kind = EstimatorKind::Lr {
+        sigma: 0.05,
+        antithetic: true,
+    };
+    let net = net();
+    let mut plan = plan(&net, kind, Tuning::Last(2), &[], 5);
+    plan.groups = Perturb::Site.groups(&plan.sites);
+    plan.site_scales = (0..plan.sites.len()).map(|s| 0.5 + 0.25 * (s % 4) as f32).collect();
+    let g = plan.groups.len();
+    let alloc: Vec<usize> = (0..2 * g).map(|c| 2 * (1 + c % 3)).collect();
+    plan.queries = kind.build().plan(&alloc, g);
+    plans_agree(net, kind, plan, &alloc, Some(7));
 }
 
 #[test]
@@ -282,6 +316,8 @@ fn animal_config(steps: usize) -> TrainConfig {
         batch: 16,
         steps,
         tuning: Tuning::Head,
+        perturb: Perturb::Joint,
+        relative_noise: false,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.01,

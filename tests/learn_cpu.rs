@@ -16,7 +16,7 @@ use flops_web::learn::data::Examples;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use flops_web::learn::trainer::{TrainConfig, Trainer};
-use flops_web::learn::tuning::Tuning;
+use flops_web::learn::tuning::{Perturb, Tuning};
 use flops_web::learn::AllocatorKind;
 
 use pollster::block_on;
@@ -37,6 +37,8 @@ fn head_lr_flops_learns_animal_shape_on_cpu() {
         batch: 128,
         steps: 5000,
         tuning: Tuning::Head,
+        perturb: Perturb::Joint,
+        relative_noise: false,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.1,
@@ -95,6 +97,8 @@ fn bernoulli_allocator_follows_the_epochs() {
         batch: 10,
         steps: 5,
         tuning: Tuning::Head,
+        perturb: Perturb::Joint,
+        relative_noise: false,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.01,

@@ -63,7 +63,7 @@ fn setup(kind: EstimatorKind, alloc: &[usize]) -> Setup {
         &ids,
         42,
         0,
-        kind.build().plan(alloc),
+        kind.build().plan(alloc, 1),
     );
     Setup {
         backend,
@@ -319,13 +319,14 @@ fn flops_allocator_slope_turns_positive_on_one_sided_lr() {
         };
         let n = alloc.allocate(&stats, budget).unwrap();
         plan.step = step as u32;
-        plan.queries = kind.build().plan(&n);
+        plan.queries = kind.build().plan(&n, 1);
         let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
         let m = kind.build().measured_variance(&Results {
             queries: &plan.queries,
             losses: &losses,
             baselines: &clean_losses,
             alloc: &n,
+            groups: 1,
         });
         alloc.update(
             &Feedback {

@@ -15,10 +15,11 @@ mod common;
 use common::{cosine, Golden};
 use flops_web::backend::cpu::CpuBackend;
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
-use flops_web::learn::estimate::EstimatorKind;
-use flops_web::learn::tuning::Tuning;
+use flops_web::learn::estimate::{EstimatorKind, Results};
+use flops_web::learn::tuning::{Perturb, Tuning};
 use flops_web::model::params::ParamTable;
-use flops_web::model::Model;
+use flops_web::model::perturb::site_rms;
+use flops_web::model::{Model, ViTForImageClassification};
 use pollster::block_on;
 
 const ESTIMATES: usize = 2000;
@@ -56,7 +57,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         sigma: SIGMA,
         antithetic: true,
     };
-    let plan = StepPlan::new(kind.build().as_ref(), tuning, &ids, 7, 0, kind.build().plan(&alloc));
+    let plan = StepPlan::new(kind.build().as_ref(), tuning, &ids, 7, 0, kind.build().plan(&alloc, 1));
     // The autograd gradient of every tuned tensor, in plan order.
     let params = model.net.params();
     let truth: Vec<f64> = plan
@@ -84,48 +85,34 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         })
         .collect();
 
-    let net = model.net.clone();
-    let run = |thread: usize| -> Sums {
-        let mut backend = CpuBackend::new(net.clone());
-        backend.freeze_below(plan.first_tuned);
-        let batch = Batch {
-            pixels: &pixels,
-            labels: &labels,
-        };
-        let clean = block_on(backend.clean(&batch)).unwrap().losses;
-        let mut plan = plan.clone();
-        let mut s = Sums {
-            ours: vec![0.0; truth.len()],
-            authors: vec![0.0; truth.len()],
-            sq: 0.0,
-        };
-        for k in 0..ESTIMATES / THREADS {
-            plan.step = (thread * ESTIMATES / THREADS + k) as u32;
-            let losses = block_on(backend.query_losses(&batch, &plan)).unwrap();
-            let c = common::lr_coefficients(&plan.queries, &losses, &clean, &alloc, SIGMA);
-            // The authors' averaging: every row weighted 1/N, i.e. coefficient * B n_i / N.
-            let c_auth: Vec<f32> = plan
-                .queries
-                .iter()
-                .zip(&c)
-                .map(|(q, &c)| c * (b * alloc[q.point]) as f32 / n_total as f32)
-                .collect();
-            let est = block_on(backend.gradient(&plan, &c)).unwrap();
-            let est_auth = block_on(backend.gradient(&plan, &c_auth)).unwrap();
-            for (i, (&e, &a)) in est.iter().zip(&est_auth).enumerate() {
-                s.ours[i] += e as f64;
-                s.authors[i] += a as f64;
-                if linear[i] {
-                    s.sq += e as f64 * e as f64;
-                }
-            }
-        }
-        s
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
     };
-    let parts: Vec<Sums> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS).map(|t| scope.spawn(move || run(t))).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let parts = estimate_sums(&model.net, &plan, &batch, ESTIMATES, &|plan, losses, clean| {
+        let c = common::lr_coefficients(&plan.queries, losses, clean, &alloc, SIGMA);
+        // The authors' averaging: every row weighted 1/N, i.e. coefficient * B n_i / N.
+        let c_auth: Vec<f32> = plan
+            .queries
+            .iter()
+            .zip(&c)
+            .map(|(q, &c)| c * (b * alloc[q.point]) as f32 / n_total as f32)
+            .collect();
+        vec![c, c_auth]
     });
+    let parts: Vec<Sums> = parts
+        .into_iter()
+        .map(|sums| {
+            let mut it = sums.into_iter();
+            let ours = it.next().unwrap();
+            let sq = ours.iter().zip(&linear).filter(|(_, &l)| l).map(|(e, _)| e.1).sum();
+            Sums {
+                ours: ours.iter().map(|e| e.0).collect(),
+                authors: it.next().unwrap().iter().map(|e| e.0).collect(),
+                sq,
+            }
+        })
+        .collect();
     let m = ESTIMATES as f64;
     let mean = |f: fn(&Sums) -> &Vec<f64>| -> Vec<f64> {
         (0..truth.len())
@@ -175,5 +162,117 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
         rel <= 0.15,
         "empirical tr Cov {tr_cov} vs (1/B^2) sum V_i/p_i = {predicted} ({:.1}% off)",
         100.0 * rel
+    );
+}
+
+/// Per thread, per coefficient set: the sum over `estimates` of each gradient element and of
+/// its square (each estimate a new step's noise), on the CPU reference on [`THREADS`] threads.
+type Coefficients<'a> = dyn Fn(&StepPlan, &[f32], &[f32]) -> Vec<Vec<f32>> + Sync + 'a;
+fn estimate_sums(
+    net: &ViTForImageClassification,
+    plan: &StepPlan,
+    batch: &Batch,
+    estimates: usize,
+    coefficients: &Coefficients,
+) -> Vec<Vec<Vec<(f64, f64)>>> {
+    let run = |thread: usize| {
+        let mut backend = CpuBackend::new(net.clone());
+        backend.freeze_below(plan.first_tuned);
+        let clean = block_on(backend.clean(batch)).unwrap().losses;
+        let mut plan = plan.clone();
+        let mut sums: Vec<Vec<(f64, f64)>> = Vec::new();
+        for k in 0..estimates / THREADS {
+            plan.step = (thread * estimates / THREADS + k) as u32;
+            let losses = block_on(backend.query_losses(batch, &plan)).unwrap();
+            for (j, c) in coefficients(&plan, &losses, &clean).into_iter().enumerate() {
+                let est = block_on(backend.gradient(&plan, &c)).unwrap();
+                if sums.len() <= j {
+                    sums.push(vec![(0.0, 0.0); est.len()]);
+                }
+                for (s, &e) in sums[j].iter_mut().zip(&est) {
+                    s.0 += e as f64;
+                    s.1 += e as f64 * e as f64;
+                }
+            }
+        }
+        sums
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS).map(|t| scope.spawn(move || run(t))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Site-wise LR (one site per query, flops-method.md section 7) at the training noise: one-sided,
+/// sigma 0.01 relative to each site's activation RMS, over a non-uniform allocation of image x
+/// site cells. The mean of the estimates converges to autograd's gradient (tolerances as above:
+/// cosine >= 0.95, scale within 5%), so starting a late site's query from the clean stream
+/// there and giving each site only its own queries keeps the estimate unbiased.
+#[test]
+fn site_wise_estimate_is_unbiased_at_the_training_noise() {
+    let g = Golden::open("default_grad_lr.safetensors");
+    let pixels = g.f32("pixel_values").1;
+    let labels: Vec<usize> = g.i64("labels").1.iter().map(|&l| l as usize).collect();
+    let point_alloc: Vec<usize> = g.i64("queries").1.iter().map(|&n| n as usize).collect();
+    let model = Model::embedded_default().unwrap();
+    let ids = ParamTable::of(&model.net);
+    let kind = EstimatorKind::Lr {
+        sigma: SIGMA,
+        antithetic: false,
+    };
+    let mut plan = StepPlan::new(kind.build().as_ref(), Tuning::Last(1), &ids, 9, 0, Vec::new());
+    plan.groups = Perturb::Site.groups(&plan.sites);
+    plan.site_scales = site_rms(&model.net, &pixels, &plan.sites);
+    let groups = plan.groups.len();
+    assert_eq!(groups, 7, "Q, K, V, attention output, fc1, fc2, classifier");
+    // Cells: the fixture's point shares times 1..3 by site, at least one query each.
+    let cells: Vec<usize> = point_alloc
+        .iter()
+        .flat_map(|&n| (0..groups).map(move |s| (n / 40).max(1) * (1 + s % 3)))
+        .collect();
+    plan.queries = kind.build().plan(&cells, groups);
+    let params = model.net.params();
+    let truth: Vec<f64> = plan
+        .tensors
+        .iter()
+        .flat_map(|&t| g.f32(&format!("grad.{}", params[t as usize].name)).1)
+        .map(|v| v as f64)
+        .collect();
+    let batch = Batch {
+        pixels: &pixels,
+        labels: &labels,
+    };
+    const SITE_ESTIMATES: usize = 1000;
+    let parts = estimate_sums(&model.net, &plan, &batch, SITE_ESTIMATES, &|plan, losses, clean| {
+        vec![kind.build().coefficients(&Results {
+            queries: &plan.queries,
+            losses,
+            baselines: clean,
+            alloc: &cells,
+            groups,
+        })]
+    });
+    let mean: Vec<f64> = (0..truth.len())
+        .map(|i| parts.iter().map(|s| s[0][i].0).sum::<f64>() / SITE_ESTIMATES as f64)
+        .collect();
+    let mut off = 0;
+    for &t in &plan.tensors {
+        let n = params[t as usize].numel();
+        let c = cosine(&mean[off..off + n], &truth[off..off + n]);
+        eprintln!("  {:55} cosine {c:.3}", params[t as usize].name);
+        off += n;
+    }
+    let cos = cosine(&mean, &truth);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let scale = dot(&mean, &truth) / dot(&truth, &truth);
+    eprintln!(
+        "site-wise: {SITE_ESTIMATES} estimates x {} queries over {} cells: cos(mean, autograd) {cos:.4}, scale {scale:.4}",
+        plan.queries.len(),
+        cells.len()
+    );
+    assert!(cos >= 0.95, "site-wise estimate's mean has cosine {cos} with autograd");
+    assert!(
+        (scale - 1.0).abs() <= 0.05,
+        "site-wise estimate's mean is {scale} x autograd along it"
     );
 }

@@ -24,6 +24,15 @@ pub struct CpuBackend {
     /// Blocks below `features.first` are not tuned in this run, so each image's residual
     /// stream entering that block is computed once and kept across steps.
     features: FeatureCache<Vec<f32>>,
+    /// The last clean pass's streams, for its batch's site-wise queries.
+    streams: Option<CleanStreams>,
+}
+
+/// A clean pass's streams ([`StreamCapture`]) per image, with the split and pixels they are of.
+struct CleanStreams {
+    first: usize,
+    pixels: Vec<f32>,
+    streams: Vec<Vec<Vec<f32>>>,
 }
 
 /// What the gradient needs of one perturbed site in one query.
@@ -69,7 +78,7 @@ impl ForwardHook for RecordingNoise<'_> {
                 None => return,
             },
         };
-        self.noise.add(&eps, output);
+        self.noise.add(site, &eps, output);
         self.record.linear.insert(
             site,
             Recorded {
@@ -97,6 +106,7 @@ impl CpuBackend {
             recorded: Vec::new(),
             recorded_for: None,
             features: FeatureCache::default(),
+            streams: None,
         }
     }
 
@@ -186,12 +196,18 @@ impl CpuBackend {
                 _ => rows.into_iter().map(|r| vec![r]).collect(),
             }
         };
-        // sum_{r in group} c_r eps_r of `site`.
-        let summed = |group: &[usize], site: LinearSite| -> Vec<f64> {
-            let mut e = vec![0.0f64; self.recorded[group[0]].linear[&site].eps.len()];
+        // sum_{r in group} c_r eps_r / scale_s of `site` over the group's rows that perturbed it
+        // (none: `None`; site-wise rows perturb one site each).
+        let summed = |group: &[usize], site: LinearSite| -> Option<Vec<f64>> {
+            let scale = plan.site_scale(site) as f64;
+            let mut e: Option<Vec<f64>> = None;
             for &r in group {
-                let c = coefficients[r] as f64;
-                for (e, &x) in e.iter_mut().zip(self.recorded[r].linear[&site].eps.iter()) {
+                let Some(rec) = self.recorded[r].linear.get(&site) else {
+                    continue;
+                };
+                let e = e.get_or_insert_with(|| vec![0.0f64; rec.eps.len()]);
+                let c = coefficients[r] as f64 / scale;
+                for (e, &x) in e.iter_mut().zip(rec.eps.iter()) {
                     *e += c * x as f64;
                 }
             }
@@ -210,8 +226,10 @@ impl CpuBackend {
             for point in 0..points {
                 let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| input(r).is_some()).collect();
                 for group in groups(rows, &|a, b| input(a) == input(b)) {
-                    e_all.extend(summed(&group, site));
-                    u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
+                    if let Some(e) = summed(&group, site) {
+                        e_all.extend(e);
+                        u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
+                    }
                 }
             }
             accumulate_outer(self.kernels(), grad, w_off, b_off, &e_all, &u_all, dout, din);
@@ -236,11 +254,8 @@ impl CpuBackend {
                     let mut dy = vec![0.0f64; xh.len()];
                     for &site in &consumers {
                         let Some(lin) = ids.linear(site) else { continue };
-                        if !self.recorded[group[0]].linear.contains_key(&site) {
-                            continue;
-                        }
+                        let Some(e) = summed(&group, site) else { continue };
                         let w = &params[lin.weight as usize].data;
-                        let e = summed(&group, site);
                         let dout = w.len() / d;
                         accumulate_back(self.kernels(), &mut dy, &e, w, dout, d);
                     }
@@ -337,17 +352,67 @@ fn accumulate_outer(
     }
 }
 
+/// Captures a clean forward's residual streams entering each block after the first it runs
+/// (`streams[l]`) and the CLS stream entering the final LayerNorm (`streams[layers]`).
+struct StreamCapture {
+    streams: Vec<Vec<f32>>,
+}
+
+impl ForwardHook for StreamCapture {
+    fn hidden(&mut self, index: usize, hidden: &[f32]) {
+        if let Some(s) = self.streams.get_mut(index) {
+            *s = hidden.to_vec();
+        }
+    }
+
+    fn layer_norm(&mut self, site: NormSite, _norm: &LayerNorm, input: &[f32]) {
+        if site == NormSite::Final {
+            if let Some(s) = self.streams.last_mut() {
+                *s = input.to_vec();
+            }
+        }
+    }
+}
+
 impl CpuBackend {
+    /// Each image's clean streams after block `first` ([`StreamCapture`]), from the last clean
+    /// pass when it was of this batch and split, else computed now.
+    fn clean_streams(&mut self, batch: &Batch, prefixes: &[Vec<f32>], first: usize) -> Vec<Vec<Vec<f32>>> {
+        if let Some(c) = &self.streams {
+            if c.first == first && c.pixels == batch.pixels {
+                return c.streams.clone();
+            }
+        }
+        prefixes.iter().map(|x| self.capture(x, first).1).collect()
+    }
+
+    /// Logits and the clean streams of the forward from `x` entering block `first`.
+    fn capture(&self, x: &[f32], first: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let mut hook = StreamCapture {
+            streams: vec![Vec::new(); self.net.vit.layers.len() + 1],
+        };
+        let z = self.net.logits_from(x, first, &mut hook);
+        (z, hook.streams)
+    }
+
     fn clean_now(&mut self, batch: &Batch) -> Result<CleanOut, LearnError> {
         self.check(batch)?;
         let mut losses = Vec::with_capacity(batch.len());
         let mut logits = Vec::new();
+        let mut streams = Vec::with_capacity(batch.len());
         let first = self.features.first;
         for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
-            let z = self.net.logits_from(&hidden, first, &mut NoHook);
+            let (z, s) = self.capture(&hidden, first);
             losses.push(cross_entropy(&z, y));
             logits.extend(z);
+            streams.push(s);
         }
+        // Kept for this batch's site-wise queries, which start from them.
+        self.streams = Some(CleanStreams {
+            first,
+            pixels: batch.pixels.to_vec(),
+            streams,
+        });
         Ok(CleanOut { losses, logits })
     }
 
@@ -360,15 +425,29 @@ impl CpuBackend {
         match plan.space {
             Space::Activation { sigma } => {
                 let norms = tuned_norms(plan, &self.ids);
+                let first = plan.first_tuned;
+                let layers = self.net.vit.layers.len();
+                // A query starts where its group's earliest site is (site-wise: a late site's
+                // query runs only what follows it), from that point's clean stream there.
+                let starts: Vec<usize> = plan
+                    .groups
+                    .iter()
+                    .map(|g| g.iter().map(|s| s.start(layers)).min().unwrap_or(first).max(first))
+                    .collect();
+                let late = starts.iter().any(|&s| s > first);
+                let streams = if late {
+                    self.clean_streams(batch, &prefixes, first)
+                } else {
+                    Vec::new()
+                };
                 // The first tuned block's clean Q, K, V do not depend on the noise: once per image.
                 let net = &self.net;
-                let first = plan.first_tuned;
                 let projected: Vec<_> = match net.vit.layers.get(first) {
-                    Some(block) => prefixes
+                    Some(block) if starts.contains(&first) => prefixes
                         .iter()
                         .map(|x| Some(block.project(x, net.queries_of(first))))
                         .collect(),
-                    None => vec![None; prefixes.len()],
+                    _ => vec![None; prefixes.len()],
                 };
                 for (r, q) in plan.queries.iter().enumerate() {
                     let partner = r.checked_sub(1).filter(|&p| {
@@ -383,14 +462,14 @@ impl CpuBackend {
                             seed: plan.seed,
                             step: plan.step,
                             row: q.noise,
-                            sigma: q.sign * sigma,
-                            sites: plan.sites.clone(),
+                            sites: plan.noise_sites(q, sigma),
                         },
                     };
-                    let x = &prefixes[q.point];
+                    let start = starts[q.group as usize];
                     let z = match &projected[q.point] {
-                        Some(qkv) => net.logits_projected(x, first, qkv.clone(), &mut hook),
-                        None => net.logits_from(x, first, &mut hook),
+                        _ if start > first => net.logits_from(&streams[q.point][start], start, &mut hook),
+                        Some(qkv) => net.logits_projected(&prefixes[q.point], first, qkv.clone(), &mut hook),
+                        None => net.logits_from(&prefixes[q.point], first, &mut hook),
                     };
                     losses[r] = cross_entropy(&z, batch.labels[q.point]);
                     self.recorded.push(hook.record);

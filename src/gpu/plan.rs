@@ -20,12 +20,12 @@ use crate::model::{LinearSite, NoHook, ViTForImageClassification};
 pub enum Perturbation {
     /// The unperturbed model (baselines, predictions).
     Clean,
-    /// LR: `+ sigma * eps` on the outputs of `sites`, `eps = Stream::lr(seed, step, site, row)`.
+    /// LR: `+ sigma_s * eps` on the output of each site `s` of `sites` (with its signed
+    /// `sigma_s`), `eps = Stream::lr(seed, step, site, row)`.
     Lr {
         seed: u64,
         step: u32,
-        sigma: f32,
-        sites: Vec<LinearSite>,
+        sites: Vec<(LinearSite, f32)>,
         row: u32,
     },
     /// SPSA/ES: `theta_t + scale * z_k` for tensor ids `tensors`,
@@ -88,14 +88,6 @@ fn plan_err(reason: String) -> GpuError {
     GpuError::Plan { reason }
 }
 
-fn site_block(site: LinearSite) -> Option<usize> {
-    match site {
-        LinearSite::Query(l) | LinearSite::Key(l) | LinearSite::Value(l) => Some(l),
-        LinearSite::AttnOut(l) | LinearSite::Fc1(l) | LinearSite::Fc2(l) => Some(l),
-        LinearSite::PatchEmbed | LinearSite::Classifier => None,
-    }
-}
-
 type GroupKey = (u64, u32, u32, u32, Vec<u32>);
 
 impl RowPlan {
@@ -134,18 +126,11 @@ impl RowPlan {
                 })?;
             let z = match &row.perturbation {
                 Perturbation::Clean => net.forward(img, &mut NoHook),
-                Perturbation::Lr {
-                    seed,
-                    step,
-                    sigma,
-                    sites,
-                    row,
-                } => {
+                Perturbation::Lr { seed, step, sites, row } => {
                     let mut hook = LrNoiseHook {
                         seed: *seed,
                         step: *step,
                         row: *row,
-                        sigma: *sigma,
                         sites: sites.clone(),
                     };
                     net.forward(img, &mut hook)
@@ -188,17 +173,17 @@ impl RowPlan {
             }
             match &r.perturbation {
                 Perturbation::Clean => {}
-                Perturbation::Lr { sigma, sites, .. } => {
-                    if !sigma.is_finite() {
-                        return Err(plan_err(format!("row {i}: sigma {sigma}")));
-                    }
-                    for &s in sites {
+                Perturbation::Lr { sites, .. } => {
+                    for &(s, sigma) in sites {
+                        if !sigma.is_finite() {
+                            return Err(plan_err(format!("row {i}: sigma {sigma} at {s:?}")));
+                        }
                         if s == LinearSite::PatchEmbed {
                             return Err(GpuError::Unsupported {
                                 reason: format!("row {i}: LR noise on the patch embedding"),
                             });
                         }
-                        match site_block(s) {
+                        match s.block() {
                             Some(l) if l >= layers => {
                                 return Err(plan_err(format!("row {i}: {s:?} beyond {layers} blocks")))
                             }
@@ -277,7 +262,7 @@ impl RowPlan {
         let mut sites: BTreeSet<LinearSite> = BTreeSet::new();
         for r in &self.rows {
             if let Perturbation::Lr { sites: s, .. } = &r.perturbation {
-                sites.extend(s.iter().copied());
+                sites.extend(s.iter().map(|&(site, _)| site));
             }
         }
         let g_count = groups.len();
@@ -311,8 +296,8 @@ impl RowPlan {
                 row.image as u32,
                 0,
             ]);
-            if let Perturbation::Lr { sigma, sites: s, .. } = &row.perturbation {
-                for site in s {
+            if let Perturbation::Lr { sites: s, .. } = &row.perturbation {
+                for (site, sigma) in s {
                     words[(sigma_off[site] as usize) + internal] = sigma.to_bits();
                 }
             }

@@ -74,6 +74,13 @@ pub struct StepPlan {
     pub first_tuned: usize,
     /// Activation space: the perturbed linear layers (empty in weight space).
     pub sites: Vec<LinearSite>,
+    /// Activation space: the site groups a query perturbs ([`Query::group`] indexes them): one
+    /// group of every site when joint, one per site when site-wise.
+    pub groups: Vec<Vec<LinearSite>>,
+    /// Activation space: each site's noise scale relative to the space's `sigma`, in `sites`
+    /// order (empty: 1 everywhere). A backend divides a site's accumulation by it, so the
+    /// estimator's coefficients stay per query.
+    pub site_scales: Vec<f32>,
     /// The tuned tensor ids (indices into `net.params()`), sorted.
     pub tensors: Vec<u32>,
 }
@@ -83,17 +90,53 @@ impl StepPlan {
     /// in the batch, which itself passes [`Batch::check`].
     pub fn check(&self, batch: &Batch, image_len: usize, classes: usize) -> Result<(), LearnError> {
         batch.check(image_len, classes)?;
-        match self.queries.iter().find(|q| q.point >= batch.len()) {
-            Some(q) => Err(LearnError::Config {
+        if let Some(q) = self.queries.iter().find(|q| q.point >= batch.len()) {
+            return Err(LearnError::Config {
                 message: format!("query of point {} in a batch of {}", q.point, batch.len()),
-            }),
-            None => Ok(()),
+            });
         }
+        if let Space::Activation { .. } = self.space {
+            if let Some(q) = self.queries.iter().find(|q| q.group as usize >= self.groups.len()) {
+                return Err(LearnError::Config {
+                    message: format!("query of site group {} in a plan of {}", q.group, self.groups.len()),
+                });
+            }
+            if !self.site_scales.is_empty() && self.site_scales.len() != self.sites.len() {
+                return Err(LearnError::Config {
+                    message: format!("{} site scales for {} sites", self.site_scales.len(), self.sites.len()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The relative noise scale of `site` (1 without per-site scales).
+    pub fn site_scale(&self, site: LinearSite) -> f32 {
+        self.sites
+            .iter()
+            .position(|&s| s == site)
+            .and_then(|i| self.site_scales.get(i).copied())
+            .unwrap_or(1.0)
+    }
+
+    /// Activation space: the sites query `q` perturbs, each with its signed noise scale
+    /// `q.sign * sigma * scale_s`.
+    pub fn noise_sites(&self, q: &Query, sigma: f32) -> Vec<(LinearSite, f32)> {
+        self.groups
+            .get(q.group as usize)
+            .map(|g| g.iter().map(|&s| (s, q.sign * sigma * self.site_scale(s))).collect())
+            .unwrap_or_default()
+    }
+
+    /// `(group, site)` pairs: whether query `q` perturbs `site`.
+    pub fn perturbs(&self, q: &Query, site: LinearSite) -> bool {
+        self.groups.get(q.group as usize).is_some_and(|g| g.contains(&site))
     }
 
     /// Step `step`'s plan: where it splits, what it perturbs (sites in activation space, the
     /// tuned tensors in weight space) and the tuned tensors all follow from `estimator` and
-    /// `tuning`.
+    /// `tuning`. Joint (one group of every site) with unscaled noise; the trainer sets
+    /// `groups` and `site_scales` for site-wise or scaled runs.
     pub fn new(
         estimator: &dyn Estimator,
         tuning: Tuning,
@@ -104,16 +147,19 @@ impl StepPlan {
     ) -> Self {
         let layers = table.layers.len();
         let space = estimator.space();
+        let sites = match space {
+            Space::Activation { .. } => tuning.lr_sites(layers),
+            Space::Weight { .. } => Vec::new(),
+        };
         Self {
             space,
             seed,
             step,
             queries,
             first_tuned: tuning.first_tuned_block(layers),
-            sites: match space {
-                Space::Activation { .. } => tuning.lr_sites(layers),
-                Space::Weight { .. } => Vec::new(),
-            },
+            groups: vec![sites.clone()],
+            sites,
+            site_scales: Vec::new(),
             tensors: tuning.tensors(table),
         }
     }

@@ -19,7 +19,7 @@ impl Estimator for Es {
         1
     }
 
-    fn plan(&self, alloc: &[usize]) -> Vec<Query> {
+    fn plan(&self, alloc: &[usize], _groups: usize) -> Vec<Query> {
         shared_directions(alloc, &[1.0])
     }
 
@@ -41,11 +41,12 @@ impl Estimator for Es {
     }
 }
 
-/// `m_i = mean_j (L_ij - b_i)^2`: the variance proxy of one-sided estimators (LR, ES).
+/// `m = mean_j (L_ij - b_i)^2` per cell: the variance proxy of one-sided estimators (LR, ES).
 pub(super) fn mean_squared_excess(r: &Results) -> Vec<f32> {
-    let mut m = vec![0.0f64; r.points()];
+    let mut m = vec![0.0f64; r.alloc.len()];
     for (q, &l) in r.queries.iter().zip(r.losses) {
-        m[q.point] += (l as f64 - r.baselines[q.point] as f64).powi(2) / r.alloc[q.point] as f64;
+        let c = r.cell(q);
+        m[c] += (l as f64 - r.baselines[q.point] as f64).powi(2) / r.alloc[c] as f64;
     }
     m.into_iter().map(|v| v as f32).collect()
 }
@@ -58,7 +59,7 @@ mod tests {
     fn one_sided_shared_directions() {
         let es = Es { sigma: 0.5 };
         let alloc = [1, 3];
-        let q = es.plan(&alloc);
+        let q = es.plan(&alloc, 1);
         assert_eq!(
             q.iter().map(|q| (q.point, q.noise)).collect::<Vec<_>>(),
             [(0, 0), (1, 0), (1, 1), (1, 2)]
@@ -69,6 +70,7 @@ mod tests {
             losses: &[2.0, 1.0, 2.0, 4.0],
             baselines: &[1.0, 1.0],
             alloc: &alloc,
+            groups: 1,
         };
         // k0: (2-1)/(0.5*2*1) + (1-1)/(0.5*2*3); k1: (2-1)/3; k2: (4-1)/3
         assert_eq!(es.coefficients(&r), vec![1.0, 1.0 / 3.0, 1.0]);

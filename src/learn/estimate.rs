@@ -8,6 +8,11 @@
 //! Every estimate of data point `i` gets weight `1 / (B n_i)` (flops-method.md, section 3): `n_i`
 //! is the point's query count for LR and ES (each query is an unbiased estimate on its own,
 //! antithetic partners included), its pair count for two-point SPSA.
+//!
+//! Allocations are over *cells* (data point x site group, section 7): `alloc[i * G + g]` queries
+//! of point `i` perturb group `g` of the plan's `G` groups, and the estimate of the sites of
+//! group `g` is `(1/B) sum_i (1/n_ig) sum_j g(ij)`. Joint perturbation is `G = 1` (every query
+//! perturbs every site); weight-space estimators take `G = 1` only.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +38,8 @@ pub enum Space {
 pub struct Query {
     /// The data point (index in the batch).
     pub point: usize,
+    /// The site group it perturbs (index into the plan's groups; 0 when joint).
+    pub group: u16,
     /// Activation space: the noise row id (antithetic partners share it); weight space: the
     /// direction `k`.
     pub noise: u32,
@@ -47,15 +54,33 @@ pub struct Results<'a> {
     pub losses: &'a [f32],
     /// Each point's clean loss.
     pub baselines: &'a [f32],
-    /// Queries per point.
+    /// Queries per cell: `alloc[point * groups + group]`.
     pub alloc: &'a [usize],
+    /// Site groups `G` (1: joint perturbation).
+    pub groups: usize,
 }
 
 impl Results<'_> {
     /// The batch size.
     pub fn points(&self) -> usize {
-        self.alloc.len()
+        self.alloc.len() / self.groups.max(1)
     }
+
+    /// The cell of a query.
+    pub fn cell(&self, q: &Query) -> usize {
+        q.point * self.groups.max(1) + q.group as usize
+    }
+
+    /// The query count `n_ig` of a query's cell.
+    pub fn n(&self, q: &Query) -> usize {
+        self.alloc[self.cell(q)]
+    }
+}
+
+/// Cell `c` of an allocation over `groups` groups: `(point, group)`.
+pub fn cell_of(c: usize, groups: usize) -> (usize, u16) {
+    let g = groups.max(1);
+    (c / g, (c % g) as u16)
 }
 
 /// A gradient estimator.
@@ -64,12 +89,13 @@ pub trait Estimator: std::fmt::Debug {
     fn space(&self) -> Space;
     /// Queries per allocation unit (2 for pairs): every `n_i` is a multiple of it.
     fn unit(&self) -> usize;
-    /// The queries of a step for an allocation (`alloc[i]` queries of point `i`).
-    fn plan(&self, alloc: &[usize]) -> Vec<Query>;
+    /// The queries of a step for an allocation over cells (`alloc[i * groups + g]` queries of
+    /// point `i` at group `g`; `groups = 1`: joint).
+    fn plan(&self, alloc: &[usize], groups: usize) -> Vec<Query>;
     /// Per query (activation space) or per direction (weight space), such that the backend's
-    /// accumulation is the unbiased estimate `(1/B) sum_i (1/n_i) sum_j g(ij)`.
+    /// accumulation is the unbiased estimate `(1/B) sum_i (1/n_ig) sum_j g(ij)`.
     fn coefficients(&self, r: &Results) -> Vec<f32>;
-    /// Each point's measured variance proxy `m_i`, for the allocator's update.
+    /// Each cell's measured variance proxy per query, for the allocators' update.
     fn measured_variance(&self, r: &Results) -> Vec<f32>;
 }
 
@@ -144,7 +170,12 @@ pub(super) fn shared_directions(alloc: &[usize], signs: &[f32]) -> Vec<Query> {
     let mut out = Vec::with_capacity(alloc.iter().sum());
     for (point, &n) in alloc.iter().enumerate() {
         for k in 0..(n / signs.len()) as u32 {
-            out.extend(signs.iter().map(|&sign| Query { point, noise: k, sign }));
+            out.extend(signs.iter().map(|&sign| Query {
+                point,
+                group: 0,
+                noise: k,
+                sign,
+            }));
         }
     }
     out

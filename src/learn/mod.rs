@@ -3,6 +3,7 @@
 
 pub mod allocate;
 pub mod backend;
+pub mod cells;
 pub mod data;
 pub mod error;
 pub mod es;

@@ -10,7 +10,7 @@ use super::error::LearnError;
 use super::estimate::EstimatorKind;
 use super::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use super::trainer::TrainConfig;
-use super::tuning::Tuning;
+use super::tuning::{Perturb, Tuning};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -31,6 +31,11 @@ pub struct TrainOptions {
     pub noise_scale: f32,
     /// 0: the classifier head only; K: the last K encoder blocks, the final LayerNorm and the head.
     pub tuned_layers: usize,
+    /// LR: `joint` (every tuned site in every query) or `site` (one site per query; the budget
+    /// is split over image x site cells, so it must give every cell a query).
+    pub perturb: String,
+    /// LR: `noiseScale` relative to each site's clean activation RMS.
+    pub relative_noise: bool,
     /// `adam` or `sgd` (momentum 0.9).
     pub optimizer: String,
     /// `cosine` or `constant`.
@@ -57,6 +62,8 @@ impl Default for TrainOptions {
             learning_rate: 0.05,
             noise_scale: 0.1,
             tuned_layers: 0,
+            perturb: "joint".into(),
+            relative_noise: false,
             optimizer: "adam".into(),
             schedule: "cosine".into(),
             clip_norm: Some(5.0),
@@ -135,6 +142,8 @@ impl TrainOptions {
             } else {
                 Tuning::Last(self.tuned_layers)
             },
+            perturb: Perturb::parse(&self.perturb)?,
+            relative_noise: self.relative_noise,
             optimizer,
             seed: self.seed.unwrap_or(default_seed),
         })

@@ -19,7 +19,7 @@ impl Estimator for Spsa {
     }
 
     /// Point `i` evaluates directions `0 .. n_i / 2`, each at `+eps` and `-eps`.
-    fn plan(&self, alloc: &[usize]) -> Vec<Query> {
+    fn plan(&self, alloc: &[usize], _groups: usize) -> Vec<Query> {
         shared_directions(alloc, &[1.0, -1.0])
     }
 
@@ -55,7 +55,7 @@ mod tests {
     fn directions_are_shared_and_weighted_per_pair() {
         let s = Spsa { eps: 0.5 };
         let alloc = [2, 4];
-        let q = s.plan(&alloc);
+        let q = s.plan(&alloc, 1);
         assert_eq!(q.len(), 6);
         // point 0: k0 (+3, -1); point 1: k0 (+2, -2), k1 (+1, -1)
         let c = s.coefficients(&Results {
@@ -63,6 +63,7 @@ mod tests {
             losses: &[3.0, 1.0, 2.0, 2.0, 1.0, 1.0],
             baselines: &[0.0, 0.0],
             alloc: &alloc,
+            groups: 1,
         });
         assert_eq!(c, vec![(2.0 / 1.0) / 2.0, 0.0]);
     }

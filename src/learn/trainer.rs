@@ -8,12 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::allocate::{make_allocator, Allocator, AllocatorKind, BatchStats, Budget, Feedback};
 use super::backend::{Backend, Batch, StepPlan};
+use super::cells::SiteSplit;
 use super::data::Examples;
 use super::error::LearnError;
-use super::estimate::{Estimator, EstimatorKind, Results};
+use super::estimate::{Estimator, EstimatorKind, Results, Space};
 use super::optim::{Optimizer, OptimizerConfig};
-use super::tuning::Tuning;
+use super::tuning::{Perturb, Tuning};
 use crate::model::nn::softmax;
+use crate::model::perturb::site_rms;
+use crate::model::ViTForImageClassification;
 
 /// Everything that defines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,9 +28,20 @@ pub struct TrainConfig {
     pub batch: usize,
     pub steps: usize,
     pub tuning: Tuning,
+    /// LR: which sites one query perturbs (all, or one: the budget is then split over
+    /// data point x site cells).
+    #[serde(default)]
+    pub perturb: Perturb,
+    /// LR: the noise scale relative to each site's clean activation RMS (measured on the
+    /// first training images at the start), not absolute.
+    #[serde(default)]
+    pub relative_noise: bool,
     pub optimizer: OptimizerConfig,
     pub seed: u64,
 }
+
+/// Images whose activations set the per-site noise scales of a `relative_noise` run.
+const RMS_IMAGES: usize = 32;
 
 /// One training step's metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,9 +54,15 @@ pub struct StepEvent {
     pub accuracy: f32,
     /// Cumulative forward passes: perturbed queries plus clean passes.
     pub queries: u64,
+    /// Cumulative forward FLOPs of those passes, each counted from where it starts (frozen
+    /// prefixes once per image, a late site's query from that site).
+    pub flops: f64,
     pub queries_per_second: f64,
     /// Queries of each data point, with the point's clean loss.
     pub allocation: Vec<usize>,
+    /// Site-wise runs: queries of each site group this step (empty when joint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site_allocation: Vec<usize>,
     pub clean_losses: Vec<f32>,
     pub allocator_params: Vec<(String, f64)>,
     pub grad_norm: f32,
@@ -77,6 +97,15 @@ pub struct Trainer {
     pub config: TrainConfig,
     estimator: Box<dyn Estimator>,
     allocator: Box<dyn Allocator + Send>,
+    /// Site-wise runs: the site factor of the cell allocation.
+    sites: Option<SiteSplit>,
+    /// FLOPs of one query of each site group; of one image's clean pass from the first tuned
+    /// block; of its frozen prefix.
+    query_cost: Vec<f64>,
+    clean_cost: f64,
+    prefix_cost: f64,
+    /// Images whose frozen prefix was counted.
+    prefixed: Vec<bool>,
     optimizer: Optimizer,
     plan_template: StepPlan,
     tuned_parameters: usize,
@@ -89,7 +118,26 @@ pub struct Trainer {
     pub step: usize,
     pub epoch: usize,
     pub queries: u64,
+    pub flops: f64,
     started: f64,
+}
+
+/// Each group's query cost: the forward from its earliest site (with the first tuned block's
+/// clean projections reused, as the backends do).
+fn group_costs(net: &ViTForImageClassification, plan: &StepPlan) -> Vec<f64> {
+    let layers = net.vit.layers.len();
+    plan.groups
+        .iter()
+        .map(|g| {
+            let start = g
+                .iter()
+                .map(|s| s.start(layers))
+                .min()
+                .unwrap_or(plan.first_tuned)
+                .max(plan.first_tuned);
+            net.flops_from(start, start == plan.first_tuned)
+        })
+        .collect()
 }
 
 impl Trainer {
@@ -118,7 +166,33 @@ impl Trainer {
         };
         budget.check(config.batch)?;
         let table = backend.table();
-        let plan_template = StepPlan::new(estimator.as_ref(), config.tuning, table, config.seed, 0, Vec::new());
+        let mut plan_template = StepPlan::new(estimator.as_ref(), config.tuning, table, config.seed, 0, Vec::new());
+        let activation = matches!(plan_template.space, Space::Activation { .. });
+        if !activation && (config.perturb != Perturb::Joint || config.relative_noise) {
+            return Err(LearnError::Config {
+                message: "site-wise perturbation and relative noise need the lr estimator (activation noise)".into(),
+            });
+        }
+        plan_template.groups = config.perturb.groups(&plan_template.sites);
+        if config.relative_noise {
+            let idx: Vec<usize> = (0..train.len().min(RMS_IMAGES)).collect();
+            let (pixels, _) = train.gather(&idx);
+            plan_template.site_scales = site_rms(net, &pixels, &plan_template.sites);
+        }
+        let query_cost = match plan_template.space {
+            Space::Activation { .. } => group_costs(net, &plan_template),
+            // A perturbed copy runs the tuned blocks whole.
+            Space::Weight { .. } => vec![net.flops_from(plan_template.first_tuned, false)],
+        };
+        let sites = (plan_template.groups.len() > 1).then(|| {
+            let adaptive = matches!(config.allocator, AllocatorKind::Flops | AllocatorKind::Neyman);
+            SiteSplit::new(query_cost.clone(), adaptive, config.seed ^ 0x517E)
+        });
+        if let Some(split) = &sites {
+            split.check(config.batch.min(train.len()), budget)?;
+        }
+        let clean_cost = net.flops_from(plan_template.first_tuned, false);
+        let prefix_cost = net.embedding_flops() + net.flops_from(0, false) - clean_cost;
         let n_params = table
             .layout(&plan_template.tensors)
             .map_err(|message| LearnError::Config { message })?
@@ -126,6 +200,11 @@ impl Trainer {
         let num_labels = net.config.num_labels();
         Ok(Self {
             allocator: make_allocator(config.allocator, config.seed ^ 0xA110C),
+            sites,
+            query_cost,
+            clean_cost,
+            prefix_cost,
+            prefixed: vec![false; train.len()],
             estimator,
             optimizer: Optimizer::new(config.optimizer, n_params)?,
             tuned_parameters: n_params,
@@ -141,6 +220,7 @@ impl Trainer {
             step: 0,
             epoch: 0,
             queries: 0,
+            flops: 0.0,
             started: now_seconds(),
         })
     }
@@ -207,10 +287,15 @@ impl Trainer {
             variance_proxy: &proxy,
         };
         let alloc = self.allocator.allocate(&stats, budget)?;
+        let groups = self.plan_template.groups.len().max(1);
+        let cells = match &mut self.sites {
+            Some(split) => split.split(&alloc, budget)?,
+            None => alloc.clone(),
+        };
 
         let mut plan = self.plan_template.clone();
         plan.step = self.step as u32;
-        plan.queries = self.estimator.plan(&alloc);
+        plan.queries = self.estimator.plan(&cells, groups);
         let losses = self.backend.query_losses(&batch, &plan).await?;
         if losses.iter().any(|l| !l.is_finite()) {
             return Err(LearnError::NonFinite { step: self.step });
@@ -219,7 +304,8 @@ impl Trainer {
             queries: &plan.queries,
             losses: &losses,
             baselines: &clean.losses,
-            alloc: &alloc,
+            alloc: &cells,
+            groups,
         };
         let coeffs = self.estimator.coefficients(&results);
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
@@ -228,7 +314,15 @@ impl Trainer {
             r => r?,
         };
 
-        let measured = self.estimator.measured_variance(&results);
+        let mut measured = self.estimator.measured_variance(&results);
+        let mut site_allocation = Vec::new();
+        if let Some(split) = &mut self.sites {
+            split.update(&measured);
+            measured = split.point_measured(&measured, &cells, &alloc);
+            site_allocation = (0..groups)
+                .map(|g| cells.iter().skip(g).step_by(groups).sum())
+                .collect();
+        }
         self.allocator.update(
             &Feedback {
                 stats,
@@ -239,6 +333,17 @@ impl Trainer {
         );
 
         self.queries += (losses.len() + b) as u64;
+        let fresh = idx
+            .iter()
+            .filter(|&&i| !std::mem::replace(&mut self.prefixed[i], true))
+            .count();
+        self.flops += b as f64 * self.clean_cost
+            + fresh as f64 * self.prefix_cost
+            + plan
+                .queries
+                .iter()
+                .map(|q| self.query_cost[(q.group as usize).min(self.query_cost.len() - 1)])
+                .sum::<f64>();
         self.step += 1;
         let elapsed = (now_seconds() - self.started).max(1e-9);
         Ok(StepEvent {
@@ -247,14 +352,19 @@ impl Trainer {
             loss: clean.losses.iter().sum::<f32>() / b as f32,
             accuracy: correct as f32 / b as f32,
             queries: self.queries,
+            flops: self.flops,
             queries_per_second: self.queries as f64 / elapsed,
-            allocation: alloc,
+            allocation: (0..b)
+                .map(|i| cells[i * groups..(i + 1) * groups].iter().sum())
+                .collect(),
+            site_allocation,
             clean_losses: clean.losses,
             allocator_params: self
                 .allocator
                 .params()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
+                .chain(self.sites.iter().flat_map(|s| s.params()))
                 .collect(),
             grad_norm,
             lr,

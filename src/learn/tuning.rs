@@ -15,6 +15,41 @@ use super::error::LearnError;
 use crate::model::params::ParamTable;
 use crate::model::LinearSite;
 
+/// Which tuned sites one LR query perturbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Perturb {
+    /// Every tuned site in every query: one loss carries every site's noise.
+    #[default]
+    Joint,
+    /// One site per query (flops-method.md, section 7): no site's estimate carries another's
+    /// noise, and a late site's query runs only what follows it.
+    Site,
+}
+
+impl Perturb {
+    /// The names [`Perturb::parse`] takes.
+    pub const NAMES: &'static [&'static str] = &["joint", "site"];
+
+    pub fn parse(s: &str) -> Result<Self, LearnError> {
+        match s {
+            "joint" => Ok(Self::Joint),
+            "site" => Ok(Self::Site),
+            other => Err(LearnError::Config {
+                message: format!("unknown perturbation `{other}`; one of: {}", Self::NAMES.join(", ")),
+            }),
+        }
+    }
+
+    /// The site groups of a plan over `sites`.
+    pub fn groups(&self, sites: &[LinearSite]) -> Vec<Vec<LinearSite>> {
+        match self {
+            Perturb::Joint => vec![sites.to_vec()],
+            Perturb::Site => sites.iter().map(|&s| vec![s]).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "blocks", rename_all = "lowercase")]
 pub enum Tuning {

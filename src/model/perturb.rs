@@ -22,7 +22,7 @@ pub fn lr_noise_tokens(site: LinearSite, layers: usize, tokens: usize) -> usize 
     }
 }
 
-/// Adds `sigma * eps` to the outputs of `sites` for query row `row`:
+/// Adds `sigma_s * eps` to the output of each site `s` of `sites` for query row `row`:
 /// `eps = Stream::lr(seed, step, ParamTable::site_id(site), row).normal(token * out_dim + unit)`, on every row of the
 /// output it is given (the classification forward gives only the rows of [`lr_noise_tokens`]).
 #[derive(Debug, Clone)]
@@ -30,25 +30,29 @@ pub struct LrNoiseHook {
     pub seed: u64,
     pub step: u32,
     pub row: u32,
-    pub sigma: f32,
-    pub sites: Vec<LinearSite>,
+    /// Each perturbed site with its signed noise scale `sigma_s` (negative: the antithetic side).
+    pub sites: Vec<(LinearSite, f32)>,
 }
 
 impl LrNoiseHook {
+    /// The signed noise scale of `site`, if it is perturbed.
+    pub fn sigma(&self, site: LinearSite) -> Option<f32> {
+        self.sites.iter().find(|(s, _)| *s == site).map(|&(_, sigma)| sigma)
+    }
+
     /// The unscaled noise `eps` of `site` over `len` output values, if `site` is perturbed.
     pub fn noise(&self, site: LinearSite, len: usize) -> Option<Vec<f32>> {
-        if !self.sites.contains(&site) {
-            return None;
-        }
+        self.sigma(site)?;
         let mut eps = vec![0.0f32; len];
         Stream::lr(self.seed, self.step, ParamTable::site_id(site), self.row).fill(0, &mut eps);
         Some(eps)
     }
 
-    /// `output += sigma * eps`.
-    pub fn add(&self, eps: &[f32], output: &mut [f32]) {
+    /// `output += sigma_site * eps`.
+    pub fn add(&self, site: LinearSite, eps: &[f32], output: &mut [f32]) {
+        let sigma = self.sigma(site).unwrap_or(0.0);
         for (o, e) in output.iter_mut().zip(eps) {
-            *o += self.sigma * e;
+            *o += sigma * e;
         }
     }
 }
@@ -56,7 +60,7 @@ impl LrNoiseHook {
 impl ForwardHook for LrNoiseHook {
     fn linear(&mut self, site: LinearSite, _input: &[f32], output: &mut [f32]) {
         if let Some(eps) = self.noise(site, output.len()) {
-            self.add(&eps, output);
+            self.add(site, &eps, output);
         }
     }
 }
@@ -86,4 +90,34 @@ pub fn perturbed_copy(
         }
     }
     Ok(out)
+}
+
+/// The root mean square of each site's clean output over `images` (`[N, C, H, W]`, as the
+/// classification forward computes it: the last block's query, attention output and MLP for
+/// the CLS token only), for noise scaled to each site's activations.
+pub fn site_rms(net: &ViTForImageClassification, images: &[f32], sites: &[LinearSite]) -> Vec<f32> {
+    struct Rms<'a> {
+        sites: &'a [LinearSite],
+        sum: Vec<(f64, usize)>,
+    }
+    impl ForwardHook for Rms<'_> {
+        fn linear(&mut self, site: LinearSite, _input: &[f32], output: &mut [f32]) {
+            if let Some(i) = self.sites.iter().position(|&s| s == site) {
+                let (s, n) = &mut self.sum[i];
+                *s += output.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+                *n += output.len();
+            }
+        }
+    }
+    let mut hook = Rms {
+        sites,
+        sum: vec![(0.0, 0); sites.len()],
+    };
+    for img in images.chunks_exact(net.config.image_numel().max(1)) {
+        net.forward(img, &mut hook);
+    }
+    hook.sum
+        .iter()
+        .map(|&(s, n)| if n > 0 { (s / n as f64).sqrt() as f32 } else { 1.0 })
+        .collect()
 }

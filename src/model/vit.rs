@@ -26,6 +26,27 @@ pub enum LinearSite {
     Classifier,
 }
 
+impl LinearSite {
+    /// The encoder block it is in (none for the patch embedding and the classifier).
+    pub fn block(&self) -> Option<usize> {
+        match *self {
+            LinearSite::Query(l) | LinearSite::Key(l) | LinearSite::Value(l) => Some(l),
+            LinearSite::AttnOut(l) | LinearSite::Fc1(l) | LinearSite::Fc2(l) => Some(l),
+            LinearSite::PatchEmbed | LinearSite::Classifier => None,
+        }
+    }
+
+    /// Where a forward that perturbs it must start at the latest, as a residual-stream index
+    /// (`layers`: the final LayerNorm and the classifier; the patch embedding: 0).
+    pub fn start(&self, layers: usize) -> usize {
+        match *self {
+            LinearSite::PatchEmbed => 0,
+            LinearSite::Classifier => layers,
+            s => s.block().unwrap_or(layers),
+        }
+    }
+}
+
 /// Where a LayerNorm sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NormSite {
@@ -528,6 +549,31 @@ impl ViTForImageClassification {
         } else {
             self.config.seq_len()
         }
+    }
+
+    /// Multiply-add FLOPs (x 2) of the patch embedding of one image.
+    pub fn embedding_flops(&self) -> f64 {
+        let c = &self.config;
+        let (ph, pw) = c.patch_size.hw();
+        2.0 * (c.num_patches() * c.num_channels * ph * pw * c.hidden_size) as f64
+    }
+
+    /// Multiply-add FLOPs (x 2) of the forward from the residual stream entering block `start`
+    /// (`L`: the final LayerNorm and the classifier) to the logits, as this forward runs it (the
+    /// last block for the CLS token only; keys and values of every token). `projected`: block
+    /// `start`'s clean Q, K, V are given ([`Self::logits_projected`]), not computed.
+    pub fn flops_from(&self, start: usize, projected: bool) -> f64 {
+        let c = &self.config;
+        let (t, d, m) = (c.seq_len() as f64, c.hidden_size as f64, c.intermediate_size as f64);
+        let mut total = 2.0 * d * c.num_labels() as f64;
+        for l in start..self.vit.layers.len() {
+            let rows = self.queries_of(l) as f64;
+            let projections = 2.0 * (rows + 2.0 * t) * d * d;
+            let attention = 4.0 * rows * t * d;
+            let rest = 2.0 * rows * (d * d + 2.0 * d * m);
+            total += attention + rest + if projected && l == start { 0.0 } else { projections };
+        }
+        total
     }
 
     /// Logits from the residual stream `x: [T, D]` entering block `first` (`first = L`: the

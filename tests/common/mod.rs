@@ -173,11 +173,24 @@ pub fn coefficients(
     baselines: &[f32],
     alloc: &[usize],
 ) -> Vec<f32> {
+    cell_coefficients(kind, queries, losses, baselines, alloc, 1)
+}
+
+/// [`coefficients`] of an allocation over `groups` site groups (`alloc[point * groups + g]`).
+pub fn cell_coefficients(
+    kind: flops_web::learn::EstimatorKind,
+    queries: &[flops_web::learn::estimate::Query],
+    losses: &[f32],
+    baselines: &[f32],
+    alloc: &[usize],
+    groups: usize,
+) -> Vec<f32> {
     kind.build().coefficients(&flops_web::learn::estimate::Results {
         queries,
         losses,
         baselines,
         alloc,
+        groups,
     })
 }
 

@@ -14,7 +14,7 @@ use crate::gpu::ops::{self, Op};
 use crate::gpu::tensor::{upload_bytes, upload_u32, GpuTensor};
 use crate::learn::backend::StepPlan;
 use crate::model::perturb::lr_noise_tokens;
-use crate::model::{FlatLayout as Layout, NormSite, ParamTable};
+use crate::model::{FlatLayout as Layout, LinearSite, NormSite, ParamTable};
 
 /// The flat layout of the tuned tensors (gradient, optimiser state), from the parameter table.
 pub(super) fn layout(model: &GpuModel, tensors: &[u32]) -> Result<Layout> {
@@ -86,10 +86,15 @@ pub(super) fn record_lr(
     let e_all = GpuTensor::zeros(ctx, "scaled LR noise", &[widest])?;
     // Output gradients of tuned LayerNorms, per (norm, first internal row of the chunk).
     let mut d_y: BTreeMap<(NormSite, usize), (Range<usize>, usize, GpuTensor)> = BTreeMap::new();
-    let mut tables: HashMap<Range<usize>, wgpu::Buffer> = HashMap::new();
+    // Rows' coefficients per (rows, coefficient scale): site-wise rows count only at the sites
+    // they perturbed, and a site's noise scale divides its coefficients.
+    let mut tables: HashMap<(Range<usize>, Option<LinearSite>, u32), wgpu::Buffer> = HashMap::new();
+    let site_wise = plan.groups.len() > 1;
     for (kept, w, w_off, b_off, n, k, tokens) in work {
         let rows = kept.rows.len();
-        let table = match tables.get(&kept.rows) {
+        let scale = plan.site_scale(kept.site);
+        let key = (kept.rows.clone(), site_wise.then_some(kept.site), scale.to_bits());
+        let table = match tables.get(&key) {
             Some(t) => t.clone(),
             None => {
                 let mut words = Vec::with_capacity(2 * rows);
@@ -98,10 +103,16 @@ pub(super) fn record_lr(
                         .order
                         .get(internal)
                         .ok_or_else(|| plan_err(format!("internal row {internal} beyond the forward")))?;
-                    words.extend([coefficients[r].to_bits(), plan.queries[r].noise]);
+                    let q = &plan.queries[r];
+                    let c = if plan.perturbs(q, kept.site) {
+                        coefficients[r] / scale
+                    } else {
+                        0.0
+                    };
+                    words.extend([c.to_bits(), q.noise]);
                 }
                 let t = upload_u32(ctx, "LR row coefficients", &words)?;
-                tables.insert(kept.rows.clone(), t.clone());
+                tables.insert(key, t.clone());
                 t
             }
         };

@@ -168,8 +168,7 @@ impl GpuBackend {
                     Space::Activation { sigma } => Perturbation::Lr {
                         seed: plan.seed,
                         step: plan.step,
-                        sigma: q.sign * sigma,
-                        sites: plan.sites.clone(),
+                        sites: plan.noise_sites(q, sigma),
                         row: q.noise,
                     },
                     Space::Weight { scale } => Perturbation::Weight {

@@ -255,8 +255,7 @@ fn workload(net: &ViTForImageClassification, rows: usize, args: &ForwardArgs) ->
                 RowKind::Lr => Perturbation::Lr {
                     seed: 5,
                     step: 0,
-                    sigma: 0.01,
-                    sites: sites.clone(),
+                    sites: sites.iter().map(|&s| (s, 0.01)).collect(),
                     row: r as u32,
                 },
                 RowKind::Weight => Perturbation::Weight {

@@ -20,7 +20,7 @@ enum Command {
     /// Classify images with a model (the embedded MNIST default unless --model is given).
     Predict(crate::predict::PredictArgs),
     /// Fine-tune with forward passes only (embedded model and Animal-Shape data by default).
-    Finetune(crate::finetune::FinetuneArgs),
+    Finetune(Box<crate::finetune::FinetuneArgs>),
     /// Evaluate a model on a dataset (JSON on stdout).
     Eval(crate::finetune::EvalArgs),
     /// Benchmarks (JSON on stdout), e.g. `flops bench forward`.
@@ -32,7 +32,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Predict(args) => crate::predict::run(args),
-        Command::Finetune(args) => crate::finetune::run_finetune(args),
+        Command::Finetune(args) => crate::finetune::run_finetune(*args),
         Command::Eval(args) => crate::finetune::run_eval(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
     };

@@ -12,7 +12,7 @@ use flops_web::learn::data::{Dataset, Skipped};
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::options::TrainOptions;
 use flops_web::learn::trainer::{evaluate, EvalResult, TrainConfig, Trainer};
-use flops_web::learn::tuning::Tuning;
+use flops_web::learn::tuning::{Perturb, Tuning};
 use flops_web::learn::LearnError;
 use flops_web::model::{LoadOptions, Model};
 use serde::Serialize;
@@ -78,6 +78,14 @@ pub struct FinetuneArgs {
     /// One-sided LR instead of antithetic pairs.
     #[arg(long)]
     no_antithetic: bool,
+    /// LR: joint (every tuned site in every query) or site (one site per query; the budget is
+    /// split over image x site cells: --budget must give each cell a query, or a pair).
+    #[arg(long, default_value_t = defaults().perturb,
+          value_parser = clap::builder::PossibleValuesParser::new(Perturb::NAMES))]
+    perturb: String,
+    /// LR: --sigma relative to each site's clean activation RMS.
+    #[arg(long)]
+    relative_noise: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Validate every this many steps (and at the end).
@@ -198,6 +206,8 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
         steps,
         learning_rate: args.lr,
         noise_scale: args.sigma,
+        perturb: args.perturb.clone(),
+        relative_noise: args.relative_noise,
         tuned_layers: match args.tune {
             Tuning::Head => 0,
             Tuning::Last(k) => k,

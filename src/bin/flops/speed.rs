@@ -122,7 +122,14 @@ fn time_step(
             variance_proxy: &proxy,
         };
         let a = alloc.allocate(&stats, budget).map_err(|e| other(&e))?;
-        let plan = StepPlan::new(estimator.as_ref(), tuning, &table, 0, step as u32, estimator.plan(&a));
+        let plan = StepPlan::new(
+            estimator.as_ref(),
+            tuning,
+            &table,
+            0,
+            step as u32,
+            estimator.plan(&a, 1),
+        );
         let t2 = Instant::now();
         let losses = block_on(backend.query_losses(batch, &plan)).map_err(|e| other(&e))?;
         let t3 = Instant::now();
@@ -131,6 +138,7 @@ fn time_step(
             losses: &losses,
             baselines: &clean.losses,
             alloc: &a,
+            groups: 1,
         });
         let t4 = Instant::now();
         block_on(backend.step(&plan, &c, &mut opt, config.lr)).map_err(|e| other(&e))?;
