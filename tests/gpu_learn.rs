@@ -318,6 +318,7 @@ fn animal_config(steps: usize) -> TrainConfig {
         tuning: Tuning::Head,
         perturb: Perturb::Joint,
         relative_noise: false,
+        head_lr: None,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.01,

@@ -180,7 +180,20 @@ function params() {
     estimator: $('estimator').value, antithetic: $('antithetic').checked, allocator: $('allocator').value,
     queriesPerPoint: num('budget'), batch: num('batch'), steps: num('steps'), learningRate: num('lr'),
     noiseScale: num('sigma'), tunedLayers: num('layers'), seed: num('seed'), evalEvery: num('eval-every'),
+    perturb: $('perturb').value, relativeNoise: $('relative-noise').checked,
   };
+}
+
+// A recipe fills the form (the page runs 'best' for 500 steps instead of the CLI's 1,500).
+const PAGE_STEPS = { best: 500 };
+async function applyPreset(name) {
+  const p = await app.learner.preset(name);
+  const fields = { estimator: p.estimator, allocator: p.allocator, budget: p.queriesPerPoint, batch: p.batch,
+    steps: PAGE_STEPS[name] ?? p.steps, lr: p.learningRate, sigma: p.noiseScale, layers: p.tunedLayers,
+    perturb: p.perturb, 'eval-every': p.evalEvery };
+  for (const [id, v] of Object.entries(fields)) $(id).value = v;
+  $('antithetic').checked = p.antithetic;
+  $('relative-noise').checked = p.relativeNoise;
 }
 
 function draw() {
@@ -286,6 +299,7 @@ dz.ondragleave = () => dz.classList.remove('over');
 dz.ondrop = (e) => { e.preventDefault(); dz.classList.remove('over'); dropFolder(e.dataTransfer.items).catch(fail); };
 $('start').onclick = () => train();
 $('stop').onclick = () => app.learner.stopTraining().catch(fail);
+$('preset').onchange = () => applyPreset($('preset').value).catch(fail);
 $('export').onclick = () => exportModel().catch(fail);
 $('predict-file').onchange = async (e) => { try { if (e.target.files[0]) showPrediction(await app.learner.predict(e.target.files[0])); } catch (err) { fail(err); } };
 $('webcam-predict').onclick = () => webcamPredict().catch(fail);

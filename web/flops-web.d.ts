@@ -78,6 +78,11 @@ export interface DataSummary { classes: string[]; counts: number[]; validationCo
 
 export interface TrainParams {
   /**
+   * A recipe the other keys override: 'quick' (the defaults: the head, seconds) or 'best' (the
+   * last block and the head, one site per query, 1,500 steps of 64: minutes). Default 'quick'.
+   */
+  preset?: 'quick' | 'best';
+  /**
    * 'lr' (likelihood ratio, activation noise; default), 'spsa' (two-point weight noise) or 'es'
    * (one-sided weight noise). Unknown keys in these params are an error, not ignored.
    */
@@ -95,6 +100,15 @@ export interface TrainParams {
   noiseScale?: number;
   /** 0: head only (default); K: the last K encoder blocks + final LayerNorm + head. */
   tunedLayers?: number;
+  /**
+   * LR: 'joint' (every tuned site in every query; default) or 'site' (one site per query, the
+   * budget split over image x site cells: queriesPerPoint must cover every site group).
+   */
+  perturb?: 'joint' | 'site';
+  /** LR: noiseScale relative to each site's clean activation RMS. Default false. */
+  relativeNoise?: boolean;
+  /** The classifier head's learning rate when it should differ from learningRate. */
+  headLearningRate?: number | null;
   optimizer?: 'adam' | 'sgd';
   schedule?: 'cosine' | 'constant';
   clipNorm?: number | null;
@@ -196,6 +210,8 @@ export interface Learner {
   setSeed(seed: number): Promise<void>;
   /** Fine-tunes with forward passes only; yields between steps, so stopTraining() is prompt. */
   train(params?: TrainParams, callbacks?: TrainCallbacks): Promise<TrainResult>;
+  /** The params of a named recipe, e.g. to fill a form. */
+  preset(name: 'quick' | 'best'): Promise<Required<Omit<TrainParams, 'preset'>>>;
   /** Stops after the current step; resolves when training has ended. */
   stopTraining(): Promise<boolean>;
   predict(image: ImageInput): Promise<Prediction>;

@@ -122,6 +122,11 @@ class Learner {
     return this._call('train', { params });
   }
 
+  /** The training params of a named recipe ('quick': the defaults, the head in seconds; 'best':
+   * the last block and the head, site-wise, minutes): what `train` takes, e.g. to fill a form.
+   * `train({preset: 'best', steps: 500})` uses a recipe with overrides directly. */
+  preset(name) { return this._call('preset', { name }); }
+
   /** Stops training after the current step; resolves once the loop has ended. */
   stopTraining() { return this._call('stopTraining'); }
 

@@ -6,7 +6,7 @@
 // Protocol (candle-style): requests `{id, method, args}`; replies `{id, result}` or
 // `{id, error}`; progress `{status, ...}` (loading, compiling, ready, step, epoch, evaluation,
 // done, error).
-import init, { createLearner } from './wasm/flops_web.js';
+import init, { createLearner, trainPreset } from './wasm/flops_web.js';
 
 let learner = null;
 let stopRequested = false;
@@ -187,6 +187,7 @@ const methods = {
   predict: ({ image }) => predict(image),
   exportModel: () => exclusive(() => learner.exportModel()),
   modelInfo: () => learner.modelInfo(),
+  preset: ({ name }) => trainPreset(name),
   async train({ params }, id) {
     if (training) throw new Error('training is already running; call stopTraining() first');
     training = trainLoop(id, params);

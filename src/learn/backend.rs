@@ -83,6 +83,9 @@ pub struct StepPlan {
     pub site_scales: Vec<f32>,
     /// The tuned tensor ids (indices into `net.params()`), sorted.
     pub tensors: Vec<u32>,
+    /// Each tuned tensor's learning rate relative to the step's, in `tensors` order (empty: 1
+    /// everywhere): the head may move faster than the blocks.
+    pub lr_scales: Vec<f32>,
 }
 
 impl StepPlan {
@@ -160,6 +163,7 @@ impl StepPlan {
             groups: vec![sites.clone()],
             sites,
             site_scales: Vec::new(),
+            lr_scales: Vec::new(),
             tensors: tuning.tensors(table),
         }
     }
@@ -220,7 +224,20 @@ pub trait Backend {
         Box::pin(async move {
             let grad = self.gradient(plan, coefficients).await?;
             let mut params = self.read_params(&plan.tensors).await?;
-            let norm = optimizer.step(&mut params, &grad, lr);
+            let layout = self
+                .table()
+                .layout(&plan.tensors)
+                .map_err(|message| LearnError::Config { message })?;
+            let segments: Vec<(usize, f32)> = (0..plan.tensors.len())
+                .map(|i| {
+                    let end = layout.offsets.get(i + 1).copied().unwrap_or(layout.total);
+                    (
+                        end - layout.offsets[i],
+                        lr * plan.lr_scales.get(i).copied().unwrap_or(1.0),
+                    )
+                })
+                .collect();
+            let norm = optimizer.step_segments(&mut params, &grad, &segments);
             if !norm.is_finite() || params.iter().any(|p| !p.is_finite()) {
                 return Err(LearnError::NonFinite {
                     step: plan.step as usize,

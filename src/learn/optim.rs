@@ -120,13 +120,24 @@ impl Optimizer {
     /// One update of `params` with `grad` at learning rate `lr`; returns the gradient's norm
     /// before clipping.
     pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) -> f32 {
+        self.step_segments(params, grad, &[(params.len(), lr)])
+    }
+
+    /// [`Optimizer::step`] with a learning rate per run of elements: `segments` are
+    /// `(length, lr)` in order, covering the parameters.
+    pub fn step_segments(&mut self, params: &mut [f32], grad: &[f32], segments: &[(usize, f32)]) -> f32 {
         debug_assert_eq!(params.len(), grad.len());
+        debug_assert_eq!(segments.iter().map(|s| s.0).sum::<usize>(), params.len());
+        let lrs: Vec<f32> = segments
+            .iter()
+            .flat_map(|&(n, lr)| std::iter::repeat_n(lr, n))
+            .collect();
         let norm = l2_norm(grad);
         let scale = clip_scale(norm, self.config.clip_norm);
         self.t += 1;
         match self.config.kind {
             OptimizerKind::Sgd { momentum } => {
-                for ((p, &g), m) in params.iter_mut().zip(grad).zip(&mut self.m) {
+                for (((p, &g), m), &lr) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&lrs) {
                     *m = momentum * *m + g * scale;
                     *p -= lr * *m;
                 }
@@ -134,7 +145,8 @@ impl Optimizer {
             OptimizerKind::Adam { beta1, beta2, eps } => {
                 let bc1 = 1.0 - beta1.powi(self.t as i32);
                 let bc2 = 1.0 - beta2.powi(self.t as i32);
-                for (((p, &g), m), v) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+                let state = self.m.iter_mut().zip(&mut self.v).zip(&lrs);
+                for ((p, &g), ((m, v), &lr)) in params.iter_mut().zip(grad).zip(state) {
                     let g = g * scale;
                     *m = beta1 * *m + (1.0 - beta1) * g;
                     *v = beta2 * *v + (1.0 - beta2) * g * g;

@@ -36,6 +36,9 @@ pub struct TrainOptions {
     pub perturb: String,
     /// LR: `noiseScale` relative to each site's clean activation RMS.
     pub relative_noise: bool,
+    /// The classifier head's learning rate when it should differ from `learningRate` (which
+    /// then applies to the tuned blocks and norms).
+    pub head_learning_rate: Option<f32>,
     /// `adam` or `sgd` (momentum 0.9).
     pub optimizer: String,
     /// `cosine` or `constant`.
@@ -64,6 +67,7 @@ impl Default for TrainOptions {
             tuned_layers: 0,
             perturb: "joint".into(),
             relative_noise: false,
+            head_learning_rate: None,
             optimizer: "adam".into(),
             schedule: "cosine".into(),
             clip_norm: Some(5.0),
@@ -79,6 +83,60 @@ fn bad(message: String) -> LearnError {
 }
 
 impl TrainOptions {
+    /// The names [`TrainOptions::preset`] takes.
+    pub const PRESETS: &'static [&'static str] = &["quick", "best"];
+
+    /// A named recipe. `quick`: the defaults (the classifier head, about a second natively).
+    /// `best`: the best forward-only block-tuning recipe measured (docs/results.md): the last
+    /// block and the head, one site per query, one-sided LR at noise 0.01 of each site's
+    /// activation RMS, 128 queries per image split evenly over image x site cells, 1,500 steps
+    /// of 64 images, Adam at 0.002 (about 10 minutes on one core).
+    pub fn preset(name: &str) -> Result<Self, LearnError> {
+        match name {
+            "quick" => Ok(Self::default()),
+            "best" => Ok(Self {
+                tuned_layers: 1,
+                perturb: "site".into(),
+                antithetic: false,
+                relative_noise: true,
+                noise_scale: 0.01,
+                allocator: "uniform".into(),
+                batch: 64,
+                queries_per_point: 128,
+                steps: 1500,
+                learning_rate: 0.002,
+                eval_every: 100,
+                ..Self::default()
+            }),
+            other => Err(bad(format!(
+                "unknown preset `{other}`; one of: {}",
+                Self::PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// Options from a JSON object (the page's `train(params)`): the preset its `preset` key
+    /// names (default `quick`), with its other keys on top. Unknown keys are refused by name.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, LearnError> {
+        let mut given = match value {
+            serde_json::Value::Null => serde_json::Map::new(),
+            serde_json::Value::Object(m) => m,
+            other => return Err(bad(format!("training options must be an object, got {other}"))),
+        };
+        let preset = match given.remove("preset") {
+            None | Some(serde_json::Value::Null) => "quick".to_string(),
+            Some(serde_json::Value::String(s)) => s,
+            Some(other) => return Err(bad(format!("preset must be a string, got {other}"))),
+        };
+        let base = Self::preset(&preset)?;
+        let mut merged = match serde_json::to_value(base) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(bad("preset did not serialise to an object".into())),
+        };
+        merged.extend(given);
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| bad(format!("training options: {e}")))
+    }
+
     /// The names `optimizer` takes.
     pub const OPTIMIZERS: &'static [&'static str] = &["adam", "sgd"];
     /// The names `schedule` takes.
@@ -144,6 +202,7 @@ impl TrainOptions {
             },
             perturb: Perturb::parse(&self.perturb)?,
             relative_noise: self.relative_noise,
+            head_lr: self.head_learning_rate,
             optimizer,
             seed: self.seed.unwrap_or(default_seed),
         })
@@ -177,5 +236,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("stepz"), "{e}");
+    }
+
+    #[test]
+    fn presets_take_overrides_and_refuse_unknown_keys() {
+        let json = |s: &str| TrainOptions::from_json(serde_json::from_str(s).unwrap());
+        assert_eq!(json("{}").unwrap(), TrainOptions::default());
+        let best = json(r#"{"preset": "best", "steps": 10}"#).unwrap();
+        assert_eq!((best.steps, best.perturb.as_str(), best.batch), (10, "site", 64));
+        let c = best.to_config(0).unwrap();
+        assert_eq!(
+            (c.tuning, c.perturb, c.relative_noise),
+            (Tuning::Last(1), Perturb::Site, true)
+        );
+        assert!(json(r#"{"preset": "fast"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("quick, best"));
+        assert!(json(r#"{"preset": "best", "stepz": 1}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("stepz"));
     }
 }

@@ -15,7 +15,7 @@ use super::estimate::{Estimator, EstimatorKind, Results, Space};
 use super::optim::{Optimizer, OptimizerConfig};
 use super::tuning::{Perturb, Tuning};
 use crate::model::nn::softmax;
-use crate::model::perturb::site_rms;
+use crate::model::perturb::site_stats;
 use crate::model::ViTForImageClassification;
 
 /// Everything that defines a run.
@@ -36,6 +36,10 @@ pub struct TrainConfig {
     /// first training images at the start), not absolute.
     #[serde(default)]
     pub relative_noise: bool,
+    /// The classifier head's base learning rate when it differs from the rest's
+    /// (`optimizer.lr`); the schedule scales both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_lr: Option<f32>,
     pub optimizer: OptimizerConfig,
     pub seed: u64,
 }
@@ -122,6 +126,35 @@ pub struct Trainer {
     started: f64,
 }
 
+/// A gradient estimate without an update ([`Trainer::estimate`]).
+#[derive(Debug, Clone)]
+pub struct Estimate {
+    /// Flat over the tuned tensors.
+    pub gradient: Vec<f32>,
+    /// Queries per cell (`point * groups + group`).
+    pub cells: Vec<usize>,
+    /// Forward FLOPs it took.
+    pub flops: f64,
+}
+
+/// One step's queries on a batch, up to the estimate's coefficients.
+struct Queried {
+    plan: StepPlan,
+    coeffs: Vec<f32>,
+    /// Per cell, for the allocators.
+    measured: Vec<f32>,
+    clean_losses: Vec<f32>,
+    proxy: Vec<f32>,
+    /// Queries per point (the point allocator's) and per cell.
+    alloc: Vec<usize>,
+    cells: Vec<usize>,
+    correct: usize,
+    budget: Budget,
+    /// Forward passes (queries and clean) and their FLOPs.
+    passes: usize,
+    flops: f64,
+}
+
 /// Each group's query cost: the forward from its earliest site (with the first tuned block's
 /// clean projections reused, as the backends do).
 fn group_costs(net: &ViTForImageClassification, plan: &StepPlan) -> Vec<f64> {
@@ -174,19 +207,57 @@ impl Trainer {
             });
         }
         plan_template.groups = config.perturb.groups(&plan_template.sites);
-        if config.relative_noise {
+        let site_wise = plan_template.groups.len() > 1;
+        let stats = (config.relative_noise || site_wise).then(|| {
             let idx: Vec<usize> = (0..train.len().min(RMS_IMAGES)).collect();
             let (pixels, _) = train.gather(&idx);
-            plan_template.site_scales = site_rms(net, &pixels, &plan_template.sites);
+            site_stats(net, &pixels, &plan_template.sites)
+        });
+        if let (true, Some(stats)) = (config.relative_noise, &stats) {
+            plan_template.site_scales = stats.iter().map(|s| s.rms).collect();
+        }
+        // Each group's gradient variance per unit of its loss proxy, at its noise scale.
+        let sigma = config.estimator.scale();
+        let dims: Vec<f64> = plan_template
+            .groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|&site| {
+                        let i = plan_template.sites.iter().position(|&x| x == site)?;
+                        let s = stats.as_ref()?.get(i)?;
+                        Some(s.variance_factor(sigma * plan_template.site_scale(site)))
+                    })
+                    .sum()
+            })
+            .collect();
+        if let Some(h) = config.head_lr {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(LearnError::Config {
+                    message: format!("head learning rate must be positive, got {h}"),
+                });
+            }
+            let head = [Some(table.classifier.weight), table.classifier.bias];
+            plan_template.lr_scales = plan_template
+                .tensors
+                .iter()
+                .map(|t| {
+                    if head.contains(&Some(*t)) {
+                        h / config.optimizer.lr
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
         }
         let query_cost = match plan_template.space {
             Space::Activation { .. } => group_costs(net, &plan_template),
             // A perturbed copy runs the tuned blocks whole.
             Space::Weight { .. } => vec![net.flops_from(plan_template.first_tuned, false)],
         };
-        let sites = (plan_template.groups.len() > 1).then(|| {
+        let sites = site_wise.then(|| {
             let adaptive = matches!(config.allocator, AllocatorKind::Flops | AllocatorKind::Neyman);
-            SiteSplit::new(query_cost.clone(), adaptive, config.seed ^ 0x517E)
+            SiteSplit::new(query_cost.clone(), dims, adaptive, config.seed ^ 0x517E)
         });
         if let Some(split) = &sites {
             split.check(config.batch.min(train.len()), budget)?;
@@ -251,10 +322,10 @@ impl Trainer {
         idx
     }
 
-    /// One step. On a non-finite loss or parameter the previous parameters are kept.
-    pub async fn step(&mut self) -> Result<StepEvent, LearnError> {
-        let idx = self.next_batch();
-        let (pixels, labels) = self.train.gather(&idx);
+    /// The queries of one step on the training images `idx`, with noise of step id `step`, up
+    /// to the estimate's coefficients.
+    async fn run_queries(&mut self, idx: &[usize], step: u32) -> Result<Queried, LearnError> {
+        let (pixels, labels) = self.train.gather(idx);
         let batch = Batch {
             pixels: &pixels,
             labels: &labels,
@@ -264,10 +335,10 @@ impl Trainer {
             total: b * self.config.queries_per_point,
             ..self.budget
         };
-
+        let non_finite = LearnError::NonFinite { step: step as usize };
         let clean = self.backend.clean(&batch).await?;
         if clean.losses.iter().any(|l| !l.is_finite()) {
-            return Err(LearnError::NonFinite { step: self.step });
+            return Err(non_finite);
         }
         let mut proxy = Vec::with_capacity(b);
         let mut correct = 0usize;
@@ -292,13 +363,12 @@ impl Trainer {
             Some(split) => split.split(&alloc, budget)?,
             None => alloc.clone(),
         };
-
         let mut plan = self.plan_template.clone();
-        plan.step = self.step as u32;
+        plan.step = step;
         plan.queries = self.estimator.plan(&cells, groups);
         let losses = self.backend.query_losses(&batch, &plan).await?;
         if losses.iter().any(|l| !l.is_finite()) {
-            return Err(LearnError::NonFinite { step: self.step });
+            return Err(non_finite);
         }
         let results = Results {
             queries: &plan.queries,
@@ -308,57 +378,117 @@ impl Trainer {
             groups,
         };
         let coeffs = self.estimator.coefficients(&results);
-        let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
-        let grad_norm = match self.backend.step(&plan, &coeffs, &mut self.optimizer, lr).await {
-            Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
-            r => r?,
-        };
-
-        let mut measured = self.estimator.measured_variance(&results);
-        let mut site_allocation = Vec::new();
-        if let Some(split) = &mut self.sites {
-            split.update(&measured);
-            measured = split.point_measured(&measured, &cells, &alloc);
-            site_allocation = (0..groups)
-                .map(|g| cells.iter().skip(g).step_by(groups).sum())
-                .collect();
-        }
-        self.allocator.update(
-            &Feedback {
-                stats,
-                allocation: &alloc,
-                measured: &measured,
-            },
-            budget,
-        );
-
-        self.queries += (losses.len() + b) as u64;
+        let measured = self.estimator.measured_variance(&results);
         let fresh = idx
             .iter()
             .filter(|&&i| !std::mem::replace(&mut self.prefixed[i], true))
             .count();
-        self.flops += b as f64 * self.clean_cost
+        let flops = b as f64 * self.clean_cost
             + fresh as f64 * self.prefix_cost
             + plan
                 .queries
                 .iter()
                 .map(|q| self.query_cost[(q.group as usize).min(self.query_cost.len() - 1)])
                 .sum::<f64>();
+        Ok(Queried {
+            passes: losses.len() + b,
+            plan,
+            coeffs,
+            measured,
+            clean_losses: clean.losses,
+            proxy,
+            alloc,
+            cells,
+            correct,
+            budget,
+            flops,
+        })
+    }
+
+    /// The allocators learn from a step's queries (no model queries); returns the queries per
+    /// site group (empty when joint).
+    fn learn_allocation(&mut self, q: &Queried) -> Vec<usize> {
+        let groups = q.plan.groups.len().max(1);
+        let mut measured = q.measured.clone();
+        let mut site_allocation = Vec::new();
+        if let Some(split) = &mut self.sites {
+            split.update(&measured);
+            measured = split.point_measured(&measured, &q.cells, &q.alloc);
+            site_allocation = (0..groups)
+                .map(|g| q.cells.iter().skip(g).step_by(groups).sum())
+                .collect();
+        }
+        self.allocator.update(
+            &Feedback {
+                stats: BatchStats {
+                    losses: &q.clean_losses,
+                    variance_proxy: &q.proxy,
+                },
+                allocation: &q.alloc,
+                measured: &measured,
+            },
+            q.budget,
+        );
+        site_allocation
+    }
+
+    /// One gradient estimate on the training images `idx` with the noise of step id `step`,
+    /// flat over the tuned tensors, without an update (the allocators still learn from it):
+    /// for benchmarks of the estimate's variance (`flops bench learn`).
+    pub async fn estimate(&mut self, idx: &[usize], step: u32) -> Result<Estimate, LearnError> {
+        let q = self.run_queries(idx, step).await?;
+        let gradient = self.backend.gradient(&q.plan, &q.coeffs).await?;
+        self.learn_allocation(&q);
+        Ok(Estimate {
+            gradient,
+            cells: q.cells,
+            flops: q.flops,
+        })
+    }
+
+    /// The forward FLOPs of one query of site group `g`.
+    pub fn query_cost(&self, g: usize) -> f64 {
+        self.query_cost.get(g).copied().unwrap_or(0.0)
+    }
+
+    /// The number of training images.
+    pub fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    /// The plan every step starts from (tuned tensors, sites, groups).
+    pub fn plan(&self) -> &StepPlan {
+        &self.plan_template
+    }
+
+    /// One step. On a non-finite loss or parameter the previous parameters are kept.
+    pub async fn step(&mut self) -> Result<StepEvent, LearnError> {
+        let idx = self.next_batch();
+        let q = self.run_queries(&idx, self.step as u32).await?;
+        let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
+        let grad_norm = match self.backend.step(&q.plan, &q.coeffs, &mut self.optimizer, lr).await {
+            Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
+            r => r?,
+        };
+        let site_allocation = self.learn_allocation(&q);
+        self.queries += q.passes as u64;
+        self.flops += q.flops;
         self.step += 1;
         let elapsed = (now_seconds() - self.started).max(1e-9);
+        let (b, groups) = (idx.len(), q.plan.groups.len().max(1));
         Ok(StepEvent {
             step: self.step,
             epoch: self.epoch,
-            loss: clean.losses.iter().sum::<f32>() / b as f32,
-            accuracy: correct as f32 / b as f32,
+            loss: q.clean_losses.iter().sum::<f32>() / b as f32,
+            accuracy: q.correct as f32 / b as f32,
             queries: self.queries,
             flops: self.flops,
             queries_per_second: self.queries as f64 / elapsed,
             allocation: (0..b)
-                .map(|i| cells[i * groups..(i + 1) * groups].iter().sum())
+                .map(|i| q.cells[i * groups..(i + 1) * groups].iter().sum())
                 .collect(),
             site_allocation,
-            clean_losses: clean.losses,
+            clean_losses: q.clean_losses,
             allocator_params: self
                 .allocator
                 .params()

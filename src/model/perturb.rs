@@ -92,32 +92,84 @@ pub fn perturbed_copy(
     Ok(out)
 }
 
-/// The root mean square of each site's clean output over `images` (`[N, C, H, W]`, as the
-/// classification forward computes it: the last block's query, attention output and MLP for
-/// the CLS token only), for noise scaled to each site's activations.
-pub fn site_rms(net: &ViTForImageClassification, images: &[f32], sites: &[LinearSite]) -> Vec<f32> {
-    struct Rms<'a> {
-        sites: &'a [LinearSite],
-        sum: Vec<(f64, usize)>,
+/// What a site's clean activations look like, averaged over images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SiteStats {
+    /// Root mean square of the output (as the classification forward computes it: the last
+    /// block's query, attention output and MLP for the CLS token only).
+    pub rms: f32,
+    /// Output values per image (tokens x units): the noise dimensions of an LR query there.
+    pub outputs: usize,
+    /// Tokens of the output.
+    pub tokens: usize,
+    /// `sum_t |u_t|^2` of the input, per image.
+    pub input_sq: f64,
+}
+
+impl SiteStats {
+    /// The per-query variance of the site's weight and bias estimate per unit of
+    /// `E[(L - b)^2]`, at noise `sigma`: `E |eps (x) u|^2 / sigma^2 = outputs / tokens *
+    /// (sum_t |u_t|^2 + tokens) / sigma^2` (the `+ tokens`: the bias).
+    pub fn variance_factor(&self, sigma: f32) -> f64 {
+        let units = self.outputs as f64 / self.tokens.max(1) as f64;
+        units * (self.input_sq + self.tokens as f64) / (sigma as f64).powi(2).max(1e-300)
     }
-    impl ForwardHook for Rms<'_> {
-        fn linear(&mut self, site: LinearSite, _input: &[f32], output: &mut [f32]) {
+}
+
+/// [`SiteStats`] of each of `sites` over `images` (`[N, C, H, W]`).
+pub fn site_stats(net: &ViTForImageClassification, images: &[f32], sites: &[LinearSite]) -> Vec<SiteStats> {
+    struct Acc<'a> {
+        sites: &'a [LinearSite],
+        /// Each site's input width.
+        in_dims: Vec<usize>,
+        /// sum of squares, values, tokens, input sum of squares.
+        sum: Vec<(f64, usize, usize, f64)>,
+    }
+    impl ForwardHook for Acc<'_> {
+        fn linear(&mut self, site: LinearSite, input: &[f32], output: &mut [f32]) {
             if let Some(i) = self.sites.iter().position(|&s| s == site) {
-                let (s, n) = &mut self.sum[i];
+                let (s, n, t, u) = &mut self.sum[i];
                 *s += output.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
                 *n += output.len();
+                *t += input.len() / self.in_dims[i].max(1);
+                *u += input.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
             }
         }
     }
-    let mut hook = Rms {
+    let table = ParamTable::of(net);
+    let params = net.params();
+    let in_dims = sites
+        .iter()
+        .map(|&s| {
+            table.linear(s).map_or(1, |l| {
+                let w = &params[l.weight as usize];
+                w.numel() / w.shape[0].max(1)
+            })
+        })
+        .collect();
+    let mut hook = Acc {
         sites,
-        sum: vec![(0.0, 0); sites.len()],
+        in_dims,
+        sum: vec![(0.0, 0, 0, 0.0); sites.len()],
     };
-    for img in images.chunks_exact(net.config.image_numel().max(1)) {
+    let per = net.config.image_numel().max(1);
+    let images_n = (images.len() / per).max(1);
+    for img in images.chunks_exact(per) {
         net.forward(img, &mut hook);
     }
     hook.sum
         .iter()
-        .map(|&(s, n)| if n > 0 { (s / n as f64).sqrt() as f32 } else { 1.0 })
+        .map(|&(s, n, t, u)| SiteStats {
+            rms: if n > 0 { (s / n as f64).sqrt() as f32 } else { 1.0 },
+            outputs: n / images_n,
+            tokens: t / images_n,
+            input_sq: u / images_n as f64,
+        })
         .collect()
+}
+
+/// The root mean square of each site's clean output over `images` ([`SiteStats::rms`]), for
+/// noise scaled to each site's activations.
+pub fn site_rms(net: &ViTForImageClassification, images: &[f32], sites: &[LinearSite]) -> Vec<f32> {
+    site_stats(net, images, sites).iter().map(|s| s.rms).collect()
 }

@@ -13,12 +13,20 @@ use crate::learn::options::TrainOptions;
 use crate::learn::trainer::Trainer;
 use crate::model::LoadOptions;
 
+/// The training options of a named recipe (`quick`, `best`; `learn::options::TrainOptions::preset`),
+/// camelCase: what `beginTraining` takes, for a form to show.
+#[wasm_bindgen(js_name = trainPreset)]
+pub fn train_preset(name: &str) -> Result<JsValue, JsError> {
+    to_js(&TrainOptions::preset(name).map_err(js_err)?)
+}
+
 #[wasm_bindgen]
 impl Learner {
     /// Prepares a run: (re)builds the head when the classes differ from the model's labels,
     /// splits off validation data when none was given, and makes the trainer (on WebGPU where
     /// the learner has it). `params`: the options of `learn::options::TrainOptions` (camelCase;
-    /// unknown keys are refused). Resolves to `{steps, trainSize, validationSize, backend,
+    /// unknown keys are refused), on top of the recipe its `preset` key names (`quick`, `best`).
+    /// Resolves to `{steps, trainSize, validationSize, backend,
     /// evalEvery, ...}`.
     #[wasm_bindgen(js_name = beginTraining)]
     pub fn begin_training(&self, params: JsValue) -> js_sys::Promise {
@@ -28,7 +36,9 @@ impl Learner {
             let params: TrainOptions = if params.is_undefined() || params.is_null() {
                 TrainOptions::default()
             } else {
-                serde_wasm_bindgen::from_value(params).map_err(|e| JsError::new(&format!("train params: {e}")))?
+                let value: serde_json::Value =
+                    serde_wasm_bindgen::from_value(params).map_err(|e| JsError::new(&format!("train params: {e}")))?;
+                TrainOptions::from_json(value).map_err(js_err)?
             };
             // An unfinished run: keep what it learned.
             if let Some(net) = take_trained(&state).await? {

@@ -171,6 +171,18 @@ try {
   if (d.done.backend !== auto.trainingBackend) fail(`the default run trained on ${d.done.backend}, not ${auto.trainingBackend}`);
   await page.screenshot({ path: join(out, 'default-run.png'), fullPage: true });
 
+  // The 'best' recipe: choosing it fills the form; through the API it runs with overrides
+  // (a few steps here: the recipe itself takes minutes).
+  await page.selectOption('#preset', 'best');
+  await page.waitForFunction(() => document.getElementById('perturb').value === 'site', null, { timeout: 10000 });
+  const form = await page.evaluate(() => ({ layers: document.getElementById('layers').value, steps: document.getElementById('steps').value, relative: document.getElementById('relative-noise').checked, antithetic: document.getElementById('antithetic').checked }));
+  if (form.layers !== '1' || form.steps !== '500' || !form.relative || form.antithetic) fail(`the best recipe filled the form as ${JSON.stringify(form)}`);
+  const best = await page.evaluate(() => window.flopsApp.learner.train({ preset: 'best', steps: 4, batch: 16, evalEvery: 0 }));
+  log(`best recipe via the API: ${best.steps} steps on ${best.backend}, validation accuracy ${best.validation.accuracy.toFixed(3)}`);
+  if (best.steps !== 4) fail(`the best recipe ran ${best.steps} steps, not 4`);
+  const bad = await page.evaluate(() => window.flopsApp.learner.train({ preset: 'fastest' }).then(() => 'no error', (e) => e.message));
+  if (!bad.includes('quick, best')) fail(`an unknown preset gave: ${bad}`);
+
   if (foreign.length) fail(`requests left the origin: ${foreign.join(', ')}`);
   log(`PASS (${elapsed()})`);
 } finally {

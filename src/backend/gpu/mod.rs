@@ -271,7 +271,7 @@ impl GpuBackend {
             Some(o) if o.fits(&layout, config.kind) => o,
             _ => GpuOptimizer::new(&self.ctx, layout, config.kind)?,
         };
-        let recorded = opt.record(&self.model, &g, config, lr, &mut ops);
+        let recorded = opt.record(&self.model, &g, config, lr, &plan.lr_scales, &mut ops);
         let norm_buf = opt.norm.buffer.clone();
         self.optimizer = Some(opt);
         recorded?;

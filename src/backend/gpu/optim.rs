@@ -45,7 +45,8 @@ impl GpuOptimizer {
         self.layout == *layout && std::mem::discriminant(&self.kind) == std::mem::discriminant(&kind)
     }
 
-    /// Records norm, clipping and update of every tuned tensor from `g`; advances `t`.
+    /// Records norm, clipping and update of every tuned tensor from `g` at `lr` times its
+    /// scale in `lr_scales` (layout order; missing: 1); advances `t`.
     /// The update kernels skip everything when the norm is not finite.
     pub fn record(
         &mut self,
@@ -53,6 +54,7 @@ impl GpuOptimizer {
         g: &GpuTensor,
         config: &OptimizerConfig,
         lr: f32,
+        lr_scales: &[f32],
         ops: &mut Vec<Op>,
     ) -> Result<()> {
         self.t += 1;
@@ -69,11 +71,11 @@ impl GpuOptimizer {
             },
         };
         ops.extend(ops::grad_norm(g, &self.partial, &self.norm)?);
-        for (&id, &off) in self.layout.tensors.iter().zip(&self.layout.offsets) {
+        for (i, (&id, &off)) in self.layout.tensors.iter().zip(&self.layout.offsets).enumerate() {
             let param = model.get(id)?;
             ops.push(ops::optim_update(
                 rule,
-                lr,
+                lr * lr_scales.get(i).copied().unwrap_or(1.0),
                 config.clip_norm,
                 g,
                 &self.norm,

@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Forward(ForwardArgs),
     /// The clean forward on every path side by side (CPU reference, fast CPU, WGSL).
     Speed(crate::speed::SpeedArgs),
+    /// Allocators at equal cost: gradient variance at checkpoints and learning curves.
+    Learn(crate::learn_bench::LearnArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -111,6 +113,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
     let args = match cmd {
         BenchCommand::Forward(args) => args,
         BenchCommand::Speed(args) => return crate::speed::run(args),
+        BenchCommand::Learn(args) => return crate::learn_bench::run(args),
     };
     let err = |e: flops_web::gpu::GpuError| CliError::Other(e.to_string());
     let ctx = GpuContext::new_blocking(&GpuOptions {

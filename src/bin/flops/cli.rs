@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -29,10 +29,11 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Predict(args) => crate::predict::run(args),
-        Command::Finetune(args) => crate::finetune::run_finetune(*args),
+        Command::Finetune(args) => crate::finetune::run_finetune(*args, matches.subcommand_matches("finetune")),
         Command::Eval(args) => crate::finetune::run_eval(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
     };

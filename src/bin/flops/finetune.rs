@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use flops_web::backend::cpu::CpuBackend;
 use flops_web::backend::gpu::GpuBackend;
 use flops_web::learn::backend::Backend;
@@ -86,6 +87,10 @@ pub struct FinetuneArgs {
     /// LR: --sigma relative to each site's clean activation RMS.
     #[arg(long)]
     relative_noise: bool,
+    /// The classifier head's learning rate, when it should differ from --lr (which then
+    /// applies to the tuned blocks and norms).
+    #[arg(long)]
+    head_lr: Option<f32>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Validate every this many steps (and at the end).
@@ -97,6 +102,12 @@ pub struct FinetuneArgs {
     /// No progress bar (the JSON-lines log is still written).
     #[arg(long)]
     quiet: bool,
+    /// A recipe whose settings the other flags given override: quick (the defaults: the head,
+    /// about a second) or best (the last block and the head, site-wise; minutes; see
+    /// docs/results.md).
+    #[arg(long, default_value = "quick",
+          value_parser = clap::builder::PossibleValuesParser::new(TrainOptions::PRESETS))]
+    preset: String,
     /// Where the forward passes, gradient and optimiser run: cpu (the fast CPU path: GEMM
     /// kernels), cpu-reference (the plain-loop oracle) or gpu (wgpu: Vulkan, Metal, DX12; on a
     /// machine without a GPU, lavapipe).
@@ -190,39 +201,73 @@ enum LogLine<'a> {
     },
 }
 
-pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
-    let (model, train, val) = load(&args.data, args.seed)?;
-    let per_epoch = train.len().div_ceil(args.batch.max(1));
-    let steps = args
-        .steps
-        .or(args.epochs.map(|e| e * per_epoch))
-        .unwrap_or(defaults().steps);
-    let options = TrainOptions {
-        estimator: args.estimator.clone(),
-        antithetic: !args.no_antithetic,
-        allocator: args.allocator.clone(),
-        queries_per_point: args.budget,
-        batch: args.batch,
-        steps,
-        learning_rate: args.lr,
-        noise_scale: args.sigma,
-        perturb: args.perturb.clone(),
-        relative_noise: args.relative_noise,
-        tuned_layers: match args.tune {
+/// The run's options: the preset's, with every flag given on the command line on top
+/// (`matches`: the subcommand's, to tell given flags from defaults).
+fn options_of(args: &FinetuneArgs, matches: Option<&ArgMatches>, train_len: usize) -> Result<TrainOptions, CliError> {
+    let given = |id: &str| matches.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine);
+    let mut o = TrainOptions::preset(&args.preset).map_err(learn_err)?;
+    if given("estimator") {
+        o.estimator = args.estimator.clone();
+    }
+    if given("no_antithetic") {
+        o.antithetic = false;
+    }
+    if given("allocator") {
+        o.allocator = args.allocator.clone();
+    }
+    if given("budget") {
+        o.queries_per_point = args.budget;
+    }
+    if given("batch") {
+        o.batch = args.batch;
+    }
+    if given("lr") {
+        o.learning_rate = args.lr;
+    }
+    if given("sigma") {
+        o.noise_scale = args.sigma;
+    }
+    if given("perturb") {
+        o.perturb = args.perturb.clone();
+    }
+    if given("relative_noise") {
+        o.relative_noise = true;
+    }
+    if args.head_lr.is_some() {
+        o.head_learning_rate = args.head_lr;
+    }
+    if given("tune") {
+        o.tuned_layers = match args.tune {
             Tuning::Head => 0,
             Tuning::Last(k) => k,
-        },
-        optimizer: args.optimizer.clone(),
-        schedule: args.schedule.clone(),
-        clip_norm: match args.clip_norm {
-            None => defaults().clip_norm,
-            Some(0.0) => None,
-            Some(c) => Some(c),
-        },
-        seed: Some(args.seed),
-        eval_every: args.eval_every,
-        validation_fraction: args.data.val_fraction,
-    };
+        };
+    }
+    if given("optimizer") {
+        o.optimizer = args.optimizer.clone();
+    }
+    if given("schedule") {
+        o.schedule = args.schedule.clone();
+    }
+    if let Some(c) = args.clip_norm {
+        o.clip_norm = (c != 0.0).then_some(c);
+    }
+    if given("eval_every") {
+        o.eval_every = args.eval_every;
+    }
+    if let Some(steps) = args
+        .steps
+        .or(args.epochs.map(|e| e * train_len.div_ceil(o.batch.max(1))))
+    {
+        o.steps = steps;
+    }
+    o.seed = Some(args.seed);
+    o.validation_fraction = args.data.val_fraction;
+    Ok(o)
+}
+
+pub fn run_finetune(args: FinetuneArgs, matches: Option<&ArgMatches>) -> Result<(), CliError> {
+    let (model, train, val) = load(&args.data, args.seed)?;
+    let options = options_of(&args, matches, train.len())?;
     let config = options.to_config(args.seed).map_err(learn_err)?;
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::Io {
         path: args.out.clone(),
@@ -253,8 +298,8 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<(), CliError> {
     let ctx = Run {
         layout: model.layout,
         pre,
-        steps,
-        eval_every: args.eval_every,
+        steps: options.steps,
+        eval_every: options.eval_every,
         out: &args.out,
         quiet: args.quiet,
     };

@@ -11,6 +11,8 @@ mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 mod finetune;
 #[cfg(not(target_arch = "wasm32"))]
+mod learn_bench;
+#[cfg(not(target_arch = "wasm32"))]
 mod model_dir;
 #[cfg(not(target_arch = "wasm32"))]
 mod predict;

@@ -1,0 +1,417 @@
+//! `flops bench learn`: how the allocators compare at equal cost, on the embedded model and
+//! Animal-Shape, for the site-wise last-block recipe (the `best` preset's settings unless
+//! flags say otherwise). Prints one JSON object (and writes it with `--out`).
+//!
+//! (a) Gradient variance: a reference run (uniform over cells) is trained to each checkpoint;
+//!     there every variant estimates the gradient of the same fixed batches `repeats` times
+//!     (after `warmup` estimates on other batches, so the learned allocators have learned).
+//!     The estimators are unbiased, so each variant's MSE against the exact batch gradient is
+//!     its trace covariance: reported per batch, with the ratio to uniform over cells and a
+//!     bootstrap 90% interval over batches, and the site-level gain an exact Neyman split of
+//!     the measured per-group variances would give, `sum V_g sum c_g / (sum sqrt(V_g c_g))^2`.
+//! (b) Learning: each variant trains `seeds` runs of `steps` steps; validation accuracy every
+//!     `eval_every` steps against cumulative forward passes and FLOPs; mean and spread; the FLOPs
+//!     each variant needs to reach uniform-over-cells' final mean accuracy.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use flops_web::backend::cpu::CpuBackend;
+use flops_web::learn::data::{Dataset, Examples};
+use flops_web::learn::options::TrainOptions;
+use flops_web::learn::trainer::Trainer;
+use flops_web::learn::LearnError;
+use flops_web::model::{LoadOptions, Model, ModelFiles, ViTForImageClassification};
+use pollster::block_on;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::model_dir::CliError;
+
+#[derive(Args)]
+pub struct LearnArgs {
+    /// Checkpoints (steps of the reference run) where the gradient variance is measured.
+    #[arg(long, value_delimiter = ',', default_values_t = [0usize, 100, 400])]
+    checkpoints: Vec<usize>,
+    /// Fixed batches per checkpoint.
+    #[arg(long, default_value_t = 8)]
+    batches: usize,
+    /// Estimates per batch and variant.
+    #[arg(long, default_value_t = 8)]
+    repeats: usize,
+    /// Estimates on other batches before measuring, for the learned allocators.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Learning runs per variant (0: skip part b).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Steps of each learning run.
+    #[arg(long, default_value_t = 400)]
+    steps: usize,
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Queries per image (n_bar).
+    #[arg(long, default_value_t = 64)]
+    budget: usize,
+    /// Learning rate of the learning runs.
+    #[arg(long, default_value_t = 0.003)]
+    lr: f32,
+    /// Variants: joint (uniform over images, every site per query: today's reference),
+    /// uniform, flops, neyman, bernoulli (over cells).
+    #[arg(long, value_delimiter = ',', default_values = ["joint", "uniform", "flops", "neyman"])]
+    variants: Vec<String>,
+    /// Also write the JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    command: String,
+    settings: Settings,
+    variance: Vec<Checkpoint>,
+    learning: Vec<Curve>,
+    machine: String,
+}
+
+#[derive(Serialize)]
+struct Settings {
+    batch: usize,
+    queries_per_image: usize,
+    noise: f32,
+    tuning: &'static str,
+    batches: usize,
+    repeats: usize,
+    warmup: usize,
+}
+
+#[derive(Serialize)]
+struct Checkpoint {
+    step: usize,
+    variants: Vec<VarianceRow>,
+    /// Per site group: the uniform-over-cells trace covariance and the query cost.
+    group_variance: Vec<f64>,
+    group_cost: Vec<f64>,
+    /// The exact Neyman split of those variances over sites, against uniform.
+    predicted_site_gain: f64,
+}
+
+#[derive(Serialize)]
+struct VarianceRow {
+    variant: String,
+    /// Mean over batches of the trace covariance of one estimate (= its MSE).
+    mse: f64,
+    /// uniform-over-cells MSE / this MSE, and a bootstrap 90% interval over batches.
+    gain: f64,
+    gain_interval: [f64; 2],
+    /// Mean cosine of one estimate with its batch's mean estimate.
+    cosine: f64,
+    flops_per_estimate: f64,
+}
+
+#[derive(Serialize)]
+struct Curve {
+    variant: String,
+    points: Vec<CurvePoint>,
+    final_accuracy: Stat,
+    /// FLOPs to first reach uniform-over-cells' final mean accuracy (mean curve); null if never.
+    flops_to_uniform_final: Option<f64>,
+    seconds: Stat,
+}
+
+#[derive(Serialize)]
+struct CurvePoint {
+    step: usize,
+    passes: u64,
+    flops: f64,
+    accuracy: Stat,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Stat {
+    mean: f64,
+    sd: f64,
+}
+
+fn stat(v: &[f64]) -> Stat {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    Stat { mean, sd: var.sqrt() }
+}
+
+fn err(e: LearnError) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+fn options(args: &LearnArgs, variant: &str, steps: usize) -> Result<TrainOptions, CliError> {
+    let mut o = TrainOptions::preset("best").map_err(err)?;
+    o.batch = args.batch;
+    o.queries_per_point = args.budget;
+    o.steps = steps.max(1);
+    o.learning_rate = args.lr;
+    o.eval_every = 0;
+    match variant {
+        "joint" => {
+            o.perturb = "joint".into();
+            o.allocator = "uniform".into();
+        }
+        a @ ("uniform" | "flops" | "neyman" | "bernoulli") => o.allocator = a.into(),
+        other => return Err(CliError::Other(format!("unknown variant `{other}`"))),
+    }
+    Ok(o)
+}
+
+fn trainer(net: ViTForImageClassification, o: &TrainOptions, train: &Examples, seed: u64) -> Result<Trainer, CliError> {
+    let config = o.to_config(seed).map_err(err)?;
+    Trainer::new(Box::new(CpuBackend::fast(net)), config, train.clone()).map_err(err)
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += x as f64 * y;
+        aa += (x as f64).powi(2);
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-300)
+}
+
+/// Per-group element ranges of the flat gradient: the tensors each site group's queries fill
+/// (a LayerNorm's go with the sites it feeds; the final one with the classifier).
+fn group_ranges(t: &Trainer) -> Vec<Vec<std::ops::Range<usize>>> {
+    let plan = t.plan();
+    let table = t.backend.table();
+    let layout = table.layout(&plan.tensors).unwrap_or_else(|_| unreachable!());
+    let range = |id: u32| -> Option<std::ops::Range<usize>> {
+        let i = plan.tensors.iter().position(|&x| x == id)?;
+        let end = layout.offsets.get(i + 1).copied().unwrap_or(layout.total);
+        Some(layout.offsets[i]..end)
+    };
+    plan.groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .filter_map(|&s| table.linear(s))
+                .flat_map(|l| [Some(l.weight), l.bias])
+                .flatten()
+                .filter_map(range)
+                .collect()
+        })
+        .collect()
+}
+
+/// The CPU model and core count (Linux), for the record.
+fn machine() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let name = info
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{name}, {cores} cores; one thread used")
+}
+
+pub fn run(args: LearnArgs) -> Result<(), CliError> {
+    let (train, val) = Dataset::animal_shape().map_err(err)?;
+    let model = Model::load(
+        ModelFiles::embedded(),
+        &LoadOptions {
+            labels: Some(train.classes.clone()),
+            head_seed: 1,
+        },
+    )
+    .map_err(|e| CliError::Other(e.to_string()))?;
+    let pre = model.preprocessor.clone();
+    let train = Examples::prepare(&train, &pre).map_err(err)?;
+    let val = Examples::prepare(&val, &pre).map_err(err)?;
+
+    // (a) Gradient variance at checkpoints of a uniform-over-cells reference run.
+    let mut variance = Vec::new();
+    let mut checkpoints = args.checkpoints.clone();
+    checkpoints.sort_unstable();
+    let last = checkpoints.last().copied().unwrap_or(0);
+    let mut reference = trainer(model.net.clone(), &options(&args, "uniform", last)?, &train, 0)?;
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rng);
+    let fixed: Vec<Vec<usize>> = order
+        .chunks(args.batch)
+        .take(args.batches)
+        .map(|c| c.to_vec())
+        .collect();
+    for &cp in &checkpoints {
+        while reference.step < cp {
+            block_on(reference.step()).map_err(err)?;
+        }
+        let net = block_on(reference.backend.network()).map_err(err)?.clone();
+        eprintln!("checkpoint {cp}: measuring {} variants", args.variants.len());
+        let mut rows: Vec<(String, Vec<f64>, f64, f64)> = Vec::new();
+        let (mut group_variance, mut group_cost) = (Vec::new(), Vec::new());
+        for v in &args.variants {
+            let mut t = trainer(net.clone(), &options(&args, v, last.max(1))?, &train, 1)?;
+            for w in 0..args.warmup {
+                let idx: Vec<usize> = (0..args.batch).map(|_| rng.random_range(0..t.train_len())).collect();
+                block_on(t.estimate(&idx, 1_000_000 + w as u32)).map_err(err)?;
+            }
+            let ranges = group_ranges(&t);
+            let (mut per_batch, mut cos, mut flops) = (Vec::new(), Vec::new(), 0.0);
+            let mut groups = vec![0.0f64; ranges.len()];
+            for (bi, idx) in fixed.iter().enumerate() {
+                let mut est = Vec::new();
+                for r in 0..args.repeats {
+                    let e = block_on(t.estimate(idx, (bi * 1000 + r) as u32)).map_err(err)?;
+                    flops += e.flops;
+                    est.push(e.gradient);
+                }
+                let n = est[0].len();
+                let k = est.len() as f64;
+                let mean: Vec<f64> = (0..n)
+                    .map(|j| est.iter().map(|e| e[j] as f64).sum::<f64>() / k)
+                    .collect();
+                let var_of = |j: usize| est.iter().map(|e| (e[j] as f64 - mean[j]).powi(2)).sum::<f64>() / (k - 1.0);
+                per_batch.push((0..n).map(var_of).sum::<f64>());
+                for (g, rs) in ranges.iter().enumerate() {
+                    groups[g] += rs.iter().flat_map(|r| r.clone()).map(var_of).sum::<f64>() / fixed.len() as f64;
+                }
+                cos.extend(est.iter().map(|e| cosine(e, &mean)));
+            }
+            if v == "uniform" {
+                group_variance = groups;
+                group_cost = (0..ranges.len()).map(|g| t.query_cost(g)).collect();
+            }
+            let c = cos.iter().sum::<f64>() / cos.len().max(1) as f64;
+            let per = flops / (fixed.len() * args.repeats).max(1) as f64;
+            rows.push((v.clone(), per_batch, c, per));
+        }
+        let uniform = rows.iter().find(|r| r.0 == "uniform").map(|r| r.1.clone());
+        let mut out = Vec::new();
+        for (name, per_batch, cos, per) in &rows {
+            let mse = per_batch.iter().sum::<f64>() / per_batch.len().max(1) as f64;
+            let (gain, interval) = match &uniform {
+                Some(u) => {
+                    let ratio = |ix: &[usize]| {
+                        ix.iter().map(|&i| u[i]).sum::<f64>() / ix.iter().map(|&i| per_batch[i]).sum::<f64>()
+                    };
+                    let all: Vec<usize> = (0..u.len()).collect();
+                    let mut boot: Vec<f64> = (0..1000)
+                        .map(|_| {
+                            let ix: Vec<usize> = (0..u.len()).map(|_| rng.random_range(0..u.len())).collect();
+                            ratio(&ix)
+                        })
+                        .collect();
+                    boot.sort_by(f64::total_cmp);
+                    (ratio(&all), [boot[50], boot[949]])
+                }
+                None => (f64::NAN, [f64::NAN; 2]),
+            };
+            out.push(VarianceRow {
+                variant: name.clone(),
+                mse,
+                gain,
+                gain_interval: interval,
+                cosine: *cos,
+                flops_per_estimate: *per,
+            });
+        }
+        let c_sum: f64 = group_cost.iter().sum();
+        let v_sum: f64 = group_variance.iter().sum();
+        let root: f64 = group_variance
+            .iter()
+            .zip(&group_cost)
+            .map(|(v, c)| (v * c).sqrt())
+            .sum();
+        variance.push(Checkpoint {
+            step: cp,
+            variants: out,
+            predicted_site_gain: v_sum * c_sum / (root * root).max(1e-300),
+            group_variance,
+            group_cost,
+        });
+    }
+
+    // (b) Learning curves at equal steps, batch and budget.
+    let mut learning = Vec::new();
+    for v in &args.variants {
+        if args.seeds == 0 {
+            break;
+        }
+        let o = options(&args, v, args.steps)?;
+        let mut runs: Vec<Vec<(usize, u64, f64, f64)>> = Vec::new();
+        let mut secs = Vec::new();
+        for seed in 0..args.seeds {
+            eprintln!("learning: {v}, seed {seed}");
+            let t0 = std::time::Instant::now();
+            let mut t = trainer(model.net.clone(), &o, &train, seed)?;
+            let mut pts = Vec::new();
+            for step in 1..=args.steps {
+                block_on(t.step()).map_err(err)?;
+                if step % args.eval_every.max(1) == 0 || step == args.steps {
+                    let acc = block_on(t.evaluate(&val)).map_err(err)?.accuracy as f64;
+                    pts.push((step, t.queries, t.flops, acc));
+                }
+            }
+            secs.push(t0.elapsed().as_secs_f64());
+            runs.push(pts);
+        }
+        let points: Vec<CurvePoint> = (0..runs[0].len())
+            .map(|i| CurvePoint {
+                step: runs[0][i].0,
+                passes: runs[0][i].1,
+                flops: runs.iter().map(|r| r[i].2).sum::<f64>() / runs.len() as f64,
+                accuracy: stat(&runs.iter().map(|r| r[i].3).collect::<Vec<_>>()),
+            })
+            .collect();
+        learning.push(Curve {
+            variant: v.clone(),
+            final_accuracy: stat(&runs.iter().map(|r| r.last().map_or(0.0, |p| p.3)).collect::<Vec<_>>()),
+            points,
+            flops_to_uniform_final: None,
+            seconds: stat(&secs),
+        });
+    }
+    if let Some(target) = learning
+        .iter()
+        .find(|c| c.variant == "uniform")
+        .map(|c| c.final_accuracy.mean)
+    {
+        for c in &mut learning {
+            c.flops_to_uniform_final = c.points.iter().find(|p| p.accuracy.mean >= target).map(|p| p.flops);
+        }
+    }
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        settings: Settings {
+            batch: args.batch,
+            queries_per_image: args.budget,
+            noise: 0.01,
+            tuning: "last:1, site-wise, one-sided LR, noise 0.01 x activation RMS",
+            batches: args.batches,
+            repeats: args.repeats,
+            warmup: args.warmup,
+        },
+        variance,
+        learning,
+        machine: machine(),
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
+    if let Some(p) = &args.out {
+        std::fs::write(p, &json).map_err(|e| CliError::Io {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    println!("{json}");
+    Ok(())
+}
