@@ -129,9 +129,13 @@ export interface StepEvent {
   accuracy: number;
   /** Cumulative forward passes (perturbed queries + clean passes). */
   queries: number;
+  /** Cumulative forward FLOPs of those passes, each from where it starts (frozen prefixes once per image). */
+  flops: number;
   queriesPerSecond: number;
   /** Queries given to each image of the batch, and each image's clean loss. */
   allocation: number[];
+  /** Site-wise runs (perturb: 'site'): queries of each site group this step. */
+  siteAllocation?: number[];
   cleanLosses: number[];
   allocatorParams: [string, number][];
   gradNorm: number;
