@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-W, H, L, R, T, B = 640, 400, 70, 170, 30, 50
+W, H, L, R, T, B = 680, 400, 70, 200, 30, 50
 
 
 def axes(title, xlabel, ylabel, xr, yr, xticks, yticks, fmt_x, fmt_y):

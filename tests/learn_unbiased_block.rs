@@ -60,12 +60,7 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
     let plan = StepPlan::new(kind.build().as_ref(), tuning, &ids, 7, 0, kind.build().plan(&alloc, 1));
     // The autograd gradient of every tuned tensor, in plan order.
     let params = model.net.params();
-    let truth: Vec<f64> = plan
-        .tensors
-        .iter()
-        .flat_map(|&t| g.f32(&format!("grad.{}", params[t as usize].name)).1)
-        .map(|v| v as f64)
-        .collect();
+    let truth = autograd(&g, &plan, &params);
     assert_eq!(
         plan.tensors.len(),
         20,
@@ -128,19 +123,12 @@ fn head_and_last_block_lr_estimate_is_unbiased_and_row_averaging_is_not() {
 
     let cos_ours = cosine(&ours, &truth);
     // Magnitude too: the mean's component along the truth, in units of the truth (1 if unbiased).
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let scale = dot(&ours, &truth) / dot(&truth, &truth);
+    let scale = along(&ours, &truth);
     let cos_auth = cosine(&authors, &truth);
     let rel = (tr_cov - predicted).abs() / predicted;
     // Per tensor, to show where the remaining noise is (the key bias's true gradient is exactly
     // 0: a shift of every key changes no softmax, so its cosine is noise).
-    let mut off = 0;
-    for &t in &plan.tensors {
-        let n = params[t as usize].numel();
-        let c = cosine(&ours[off..off + n], &truth[off..off + n]);
-        eprintln!("  {:55} cosine {c:.3}", params[t as usize].name);
-        off += n;
-    }
+    per_tensor_cosines(&ours, &truth, &plan, &params);
     eprintln!(
         "{ESTIMATES} estimates x {n_total} queries (allocation {alloc:?}): cos(ours, autograd) {cos_ours:.4}; \
          cos(row-averaged, autograd) {cos_auth:.4}; scale along autograd {scale:.4}; tr Cov {tr_cov:.4e} vs predicted {predicted:.4e} ({:.1}% off)",
@@ -232,12 +220,7 @@ fn site_wise_estimate_is_unbiased_at_the_training_noise() {
         .collect();
     plan.queries = kind.build().plan(&cells, groups);
     let params = model.net.params();
-    let truth: Vec<f64> = plan
-        .tensors
-        .iter()
-        .flat_map(|&t| g.f32(&format!("grad.{}", params[t as usize].name)).1)
-        .map(|v| v as f64)
-        .collect();
+    let truth = autograd(&g, &plan, &params);
     let batch = Batch {
         pixels: &pixels,
         labels: &labels,
@@ -255,16 +238,9 @@ fn site_wise_estimate_is_unbiased_at_the_training_noise() {
     let mean: Vec<f64> = (0..truth.len())
         .map(|i| parts.iter().map(|s| s[0][i].0).sum::<f64>() / SITE_ESTIMATES as f64)
         .collect();
-    let mut off = 0;
-    for &t in &plan.tensors {
-        let n = params[t as usize].numel();
-        let c = cosine(&mean[off..off + n], &truth[off..off + n]);
-        eprintln!("  {:55} cosine {c:.3}", params[t as usize].name);
-        off += n;
-    }
+    per_tensor_cosines(&mean, &truth, &plan, &params);
     let cos = cosine(&mean, &truth);
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let scale = dot(&mean, &truth) / dot(&truth, &truth);
+    let scale = along(&mean, &truth);
     eprintln!(
         "site-wise: {SITE_ESTIMATES} estimates x {} queries over {} cells: cos(mean, autograd) {cos:.4}, scale {scale:.4}",
         plan.queries.len(),
@@ -275,4 +251,30 @@ fn site_wise_estimate_is_unbiased_at_the_training_noise() {
         (scale - 1.0).abs() <= 0.05,
         "site-wise estimate's mean is {scale} x autograd along it"
     );
+}
+
+/// The fixture's autograd gradient of every tuned tensor, flat in plan order.
+fn autograd(g: &Golden, plan: &StepPlan, params: &[&flops_web::model::nn::Param]) -> Vec<f64> {
+    plan.tensors
+        .iter()
+        .flat_map(|&t| g.f32(&format!("grad.{}", params[t as usize].name)).1)
+        .map(|v| v as f64)
+        .collect()
+}
+
+/// Prints each tensor's cosine between the mean estimate and the truth (where the noise is).
+fn per_tensor_cosines(mean: &[f64], truth: &[f64], plan: &StepPlan, params: &[&flops_web::model::nn::Param]) {
+    let mut off = 0;
+    for &t in &plan.tensors {
+        let n = params[t as usize].numel();
+        let c = cosine(&mean[off..off + n], &truth[off..off + n]);
+        eprintln!("  {:55} cosine {c:.3}", params[t as usize].name);
+        off += n;
+    }
+}
+
+/// The component of `a` along `b`, in units of `b` (1 if `a`'s mean is unbiased).
+fn along(a: &[f64], b: &[f64]) -> f64 {
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+    dot(a, b) / dot(b, b)
 }

@@ -60,10 +60,15 @@ pub struct LearnArgs {
     /// Learning rate of the learning runs.
     #[arg(long, default_value_t = 0.003)]
     lr: f32,
-    /// Variants: joint (uniform over images, every site per query: today's reference),
-    /// uniform, flops, neyman, bernoulli (over cells).
+    /// Variants: joint (LR, uniform over images, every site per query: the old reference),
+    /// uniform, flops, neyman, bernoulli (site-wise LR over cells), spsa, es (weight space,
+    /// uniform over images, noise 0.01).
     #[arg(long, value_delimiter = ',', default_values = ["joint", "uniform", "flops", "neyman"])]
     variants: Vec<String>,
+    /// Stress set: this share of the training labels replaced by a different class (seeded),
+    /// the validation labels kept.
+    #[arg(long, default_value_t = 0.0)]
+    label_noise: f64,
     /// Also write the JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -87,6 +92,7 @@ struct Settings {
     batches: usize,
     repeats: usize,
     warmup: usize,
+    label_noise: f64,
 }
 
 #[derive(Serialize)]
@@ -165,6 +171,12 @@ fn options(args: &LearnArgs, variant: &str, steps: usize) -> Result<TrainOptions
             o.allocator = "uniform".into();
         }
         a @ ("uniform" | "flops" | "neyman" | "bernoulli") => o.allocator = a.into(),
+        e @ ("spsa" | "es") => {
+            o.estimator = e.into();
+            o.perturb = "joint".into();
+            o.relative_noise = false;
+            o.allocator = "uniform".into();
+        }
         other => return Err(CliError::Other(format!("unknown variant `{other}`"))),
     }
     Ok(o)
@@ -234,8 +246,17 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
     )
     .map_err(|e| CliError::Other(e.to_string()))?;
     let pre = model.preprocessor.clone();
-    let train = Examples::prepare(&train, &pre).map_err(err)?;
+    let mut train = Examples::prepare(&train, &pre).map_err(err)?;
     let val = Examples::prepare(&val, &pre).map_err(err)?;
+    if args.label_noise > 0.0 {
+        let classes = model.net.config.num_labels();
+        let mut noise = StdRng::seed_from_u64(23);
+        for y in &mut train.labels {
+            if noise.random_bool(args.label_noise.min(1.0)) {
+                *y = (*y + noise.random_range(1..classes)) % classes;
+            }
+        }
+    }
 
     // (a) Gradient variance at checkpoints of a uniform-over-cells reference run.
     let mut variance = Vec::new();
@@ -400,6 +421,7 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
             batches: args.batches,
             repeats: args.repeats,
             warmup: args.warmup,
+            label_noise: args.label_noise,
         },
         variance,
         learning,
