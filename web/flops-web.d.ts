@@ -129,7 +129,7 @@ export interface StepEvent {
   accuracy: number;
   /** Cumulative forward passes (perturbed queries + clean passes). */
   queries: number;
-  /** Cumulative forward FLOPs of those passes, each from where it starts (frozen prefixes once per image). */
+  /** Cumulative forward FLOPs of those passes, each from where it starts on the CPU path (frozen prefixes once per image; the GPU path runs more). */
   flops: number;
   queriesPerSecond: number;
   /** Queries given to each image of the batch, and each image's clean loss. */

@@ -26,6 +26,9 @@ pub struct CpuBackend {
     features: FeatureCache<Vec<f32>>,
     /// The last clean pass's streams, for its batch's site-wise queries.
     streams: Option<CleanStreams>,
+    /// Whether clean passes keep their streams: set once a plan's queries start past the first
+    /// tuned block (joint runs and evaluation keep none).
+    keep_streams: bool,
 }
 
 /// A clean pass's streams ([`StreamCapture`]) per image, with the split and pixels they are of.
@@ -70,6 +73,10 @@ impl ForwardHook for RecordingNoise<'_> {
     }
 
     fn linear(&mut self, site: LinearSite, input: &[f32], output: &mut [f32]) {
+        // Only the row's own sites (a partner's record may hold sites this row leaves alone).
+        if self.noise.sigma(site).is_none() {
+            return;
+        }
         let shared = self.reuse.and_then(|r| r.linear.get(&site)).map(|r| r.eps.clone());
         let eps = match shared.filter(|e| e.len() == output.len()) {
             Some(e) => e,
@@ -107,6 +114,7 @@ impl CpuBackend {
             recorded_for: None,
             features: FeatureCache::default(),
             streams: None,
+            keep_streams: false,
         }
     }
 
@@ -378,9 +386,10 @@ impl CpuBackend {
     /// Each image's clean streams after block `first` ([`StreamCapture`]), from the last clean
     /// pass when it was of this batch and split, else computed now.
     fn clean_streams(&mut self, batch: &Batch, prefixes: &[Vec<f32>], first: usize) -> Vec<Vec<Vec<f32>>> {
-        if let Some(c) = &self.streams {
+        self.keep_streams = true;
+        if let Some(c) = self.streams.take() {
             if c.first == first && c.pixels == batch.pixels {
-                return c.streams.clone();
+                return c.streams;
             }
         }
         prefixes.iter().map(|x| self.capture(x, first).1).collect()
@@ -402,13 +411,18 @@ impl CpuBackend {
         let mut streams = Vec::with_capacity(batch.len());
         let first = self.features.first;
         for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
-            let (z, s) = self.capture(&hidden, first);
+            let z = if self.keep_streams {
+                let (z, s) = self.capture(&hidden, first);
+                streams.push(s);
+                z
+            } else {
+                self.net.logits_from(&hidden, first, &mut NoHook)
+            };
             losses.push(cross_entropy(&z, y));
             logits.extend(z);
-            streams.push(s);
         }
         // Kept for this batch's site-wise queries, which start from them.
-        self.streams = Some(CleanStreams {
+        self.streams = self.keep_streams.then(|| CleanStreams {
             first,
             pixels: batch.pixels.to_vec(),
             streams,
@@ -552,12 +566,14 @@ impl Backend for CpuBackend {
     }
 
     fn write_params(&mut self, tensors: &[u32], flat: &[f32]) -> Result<(), LearnError> {
-        // A frozen tensor changed: the kept features are stale.
+        // A frozen tensor changed: the kept features are stale; the clean streams always are.
         self.features.invalidate_for(&self.ids, tensors);
+        self.streams = None;
         write_host(&mut self.net, tensors, flat, |_, _| Ok(()))
     }
 
     fn freeze_below(&mut self, block: usize) {
+        self.streams = None;
         if block != self.features.first {
             self.features.reset(block);
         }

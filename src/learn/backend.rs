@@ -109,6 +109,16 @@ impl StepPlan {
                     message: format!("{} site scales for {} sites", self.site_scales.len(), self.sites.len()),
                 });
             }
+            if let Some((site, s)) = self
+                .sites
+                .iter()
+                .zip(&self.site_scales)
+                .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+            {
+                return Err(LearnError::Config {
+                    message: format!("noise scale {s} at {site:?}: a site's activations are all zero or not finite"),
+                });
+            }
         }
         Ok(())
     }
@@ -131,7 +141,7 @@ impl StepPlan {
             .unwrap_or_default()
     }
 
-    /// `(group, site)` pairs: whether query `q` perturbs `site`.
+    /// Whether query `q` perturbs `site`.
     pub fn perturbs(&self, q: &Query, site: LinearSite) -> bool {
         self.groups.get(q.group as usize).is_some_and(|g| g.contains(&site))
     }

@@ -59,8 +59,9 @@ impl Estimator for Lr {
             .collect()
     }
 
-    /// One-sided: `m = mean_j (L_ij - b_i)^2`. Pairs: `m = mean ((L+ - L-) / 2)^2` per query, the
-    /// pair's own variance (`(L - b)^2` would also hold the even, curvature part pairs cancel).
+    /// One-sided: `m = mean_j (L_ij - b_i)^2`. Pairs: `m = mean over pairs ((L+ - L-) / 2)^2`,
+    /// the pair's own variance (`(L - b)^2` would also hold the even, curvature part pairs
+    /// cancel); a constant factor from a per-query figure, which no allocator sees.
     fn measured_variance(&self, r: &Results) -> Vec<f32> {
         if !self.antithetic {
             return super::es::mean_squared_excess(r);

@@ -133,7 +133,8 @@ pub struct Estimate {
     pub gradient: Vec<f32>,
     /// Queries per cell (`point * groups + group`).
     pub cells: Vec<usize>,
-    /// Forward FLOPs it took.
+    /// Forward FLOPs of its clean passes and queries (frozen prefixes of new images not
+    /// counted, so that estimates of the same batch compare).
     pub flops: f64,
 }
 
@@ -150,13 +151,16 @@ struct Queried {
     cells: Vec<usize>,
     correct: usize,
     budget: Budget,
-    /// Forward passes (queries and clean) and their FLOPs.
+    /// Forward passes (queries and clean) and their FLOPs; the frozen prefixes of images seen
+    /// for the first time, apart.
     passes: usize,
     flops: f64,
+    prefix_flops: f64,
 }
 
 /// Each group's query cost: the forward from its earliest site (with the first tuned block's
-/// clean projections reused, as the backends do).
+/// clean projections reused), as the CPU backend runs it. The cost model of the allocator and
+/// the logs; the GPU backend runs every row from the first tuned block.
 fn group_costs(net: &ViTForImageClassification, plan: &StepPlan) -> Vec<f64> {
     let layers = net.vit.layers.len();
     plan.groups
@@ -260,7 +264,15 @@ impl Trainer {
             SiteSplit::new(query_cost.clone(), dims, adaptive, config.seed ^ 0x517E)
         });
         if let Some(split) = &sites {
-            split.check(config.batch.min(train.len()), budget)?;
+            // Every step's batch (the training set's size at most) needs a query in every cell.
+            let b = config.batch.min(train.len());
+            split.check(
+                b,
+                Budget {
+                    total: b * config.queries_per_point,
+                    ..budget
+                },
+            )?;
         }
         let clean_cost = net.flops_from(plan_template.first_tuned, false);
         let prefix_cost = net.embedding_flops() + net.flops_from(0, false) - clean_cost;
@@ -383,14 +395,15 @@ impl Trainer {
             .iter()
             .filter(|&&i| !std::mem::replace(&mut self.prefixed[i], true))
             .count();
+        let prefix_flops = fresh as f64 * self.prefix_cost;
         let flops = b as f64 * self.clean_cost
-            + fresh as f64 * self.prefix_cost
             + plan
                 .queries
                 .iter()
                 .map(|q| self.query_cost[(q.group as usize).min(self.query_cost.len() - 1)])
                 .sum::<f64>();
         Ok(Queried {
+            prefix_flops,
             passes: losses.len() + b,
             plan,
             coeffs,
@@ -472,7 +485,7 @@ impl Trainer {
         };
         let site_allocation = self.learn_allocation(&q);
         self.queries += q.passes as u64;
-        self.flops += q.flops;
+        self.flops += q.flops + q.prefix_flops;
         self.step += 1;
         let elapsed = (now_seconds() - self.started).max(1e-9);
         let (b, groups) = (idx.len(), q.plan.groups.len().max(1));

@@ -77,8 +77,11 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = defaults().noise_scale)]
     sigma: f32,
     /// One-sided LR instead of antithetic pairs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "antithetic")]
     no_antithetic: bool,
+    /// Antithetic pairs (the default; for presets that are one-sided).
+    #[arg(long)]
+    antithetic: bool,
     /// LR: joint (every tuned site in every query) or site (one site per query; the budget is
     /// split over image x site cells: --budget must give each cell a query, or a pair).
     #[arg(long, default_value_t = defaults().perturb,
@@ -211,6 +214,9 @@ fn options_of(args: &FinetuneArgs, matches: Option<&ArgMatches>, train_len: usiz
     }
     if given("no_antithetic") {
         o.antithetic = false;
+    }
+    if given("antithetic") {
+        o.antithetic = true;
     }
     if given("allocator") {
         o.allocator = args.allocator.clone();

@@ -6,7 +6,8 @@
 //!     there every variant estimates the gradient of the same fixed batches `repeats` times
 //!     (after `warmup` estimates on other batches, so the learned allocators have learned).
 //!     The estimators are unbiased, so each variant's MSE against the exact batch gradient is
-//!     its trace covariance: reported per batch, with the ratio to uniform over cells and a
+//!     its trace covariance, estimated by the sample variance of the repeats around their
+//!     mean: reported per batch, with the ratio to uniform over cells and a
 //!     bootstrap 90% interval over batches, and the site-level gain an exact Neyman split of
 //!     the measured per-group variances would give, `sum V_g sum c_g / (sum sqrt(V_g c_g))^2`.
 //! (b) Learning: each variant trains `seeds` runs of `steps` steps; validation accuracy every
@@ -116,6 +117,7 @@ struct VarianceRow {
     gain_interval: [f64; 2],
     /// Mean cosine of one estimate with its batch's mean estimate.
     cosine: f64,
+    /// Forward FLOPs of one estimate: clean passes and queries (frozen prefixes not counted).
     flops_per_estimate: f64,
 }
 
@@ -197,8 +199,8 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
     ab / (aa.sqrt() * bb.sqrt()).max(1e-300)
 }
 
-/// Per-group element ranges of the flat gradient: the tensors each site group's queries fill
-/// (a LayerNorm's go with the sites it feeds; the final one with the classifier).
+/// Per-group element ranges of the flat gradient: the weight and bias of each group's linear
+/// sites (the LayerNorms' affine tensors, which several groups feed, are left out).
 fn group_ranges(t: &Trainer) -> Vec<Vec<std::ops::Range<usize>>> {
     let plan = t.plan();
     let table = t.backend.table();
@@ -236,6 +238,12 @@ fn machine() -> String {
 }
 
 pub fn run(args: LearnArgs) -> Result<(), CliError> {
+    if args.repeats < 2 || args.batches == 0 || args.batch == 0 {
+        return Err(CliError::Other(format!(
+            "--repeats must be at least 2 and --batches and --batch at least 1 (got {}, {}, {})",
+            args.repeats, args.batches, args.batch
+        )));
+    }
     let (train, val) = Dataset::animal_shape().map_err(err)?;
     let model = Model::load(
         ModelFiles::embedded(),
