@@ -166,3 +166,70 @@ fn gpu_backend_runs_the_same_command() {
     assert!(out.join("model.safetensors").exists());
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// `--preset best` sets the recipe; flags given on the command line override it, others keep it.
+#[test]
+fn preset_with_overrides_reaches_the_run_config() {
+    let data = tmp("preset-data");
+    for (class, files) in [
+        ("one", ["digit-1.png", "digit-7.png"]),
+        ("zero", ["digit-0.png", "digit-6.png"]),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for f in files {
+            copy_png(&format!("assets/samples/{f}"), &data.join(class).join(f));
+        }
+    }
+    let out = tmp("preset-out");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let run = flops(&[
+        "finetune",
+        "--data",
+        d,
+        "--val-fraction",
+        "0.5",
+        "--preset",
+        "best",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--budget",
+        "14",
+        "--antithetic",
+        "--clip-norm",
+        "0",
+        "--eval-every",
+        "0",
+        "--out",
+        o,
+        "--quiet",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let c = &config["config"];
+    // Overridden:
+    assert_eq!(
+        (
+            c["steps"].as_u64(),
+            c["batch"].as_u64(),
+            c["queries_per_point"].as_u64()
+        ),
+        (Some(1), Some(2), Some(14))
+    );
+    assert_eq!(c["estimator"]["antithetic"], true, "{c}");
+    assert!(c["optimizer"]["clip_norm"].is_null(), "{c}");
+    // Kept from the preset:
+    assert_eq!(
+        (c["perturb"].as_str(), c["relative_noise"].as_bool()),
+        (Some("site"), Some(true)),
+        "{c}"
+    );
+    assert_eq!(c["tuning"]["blocks"], 1, "{c}");
+    assert_eq!(
+        c["estimator"]["sigma"].as_f64().map(|s| (s * 1e4).round()),
+        Some(100.0),
+        "{c}"
+    );
+}

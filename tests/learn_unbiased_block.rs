@@ -18,7 +18,7 @@ use flops_web::learn::backend::{Backend, Batch, StepPlan};
 use flops_web::learn::estimate::{EstimatorKind, Results};
 use flops_web::learn::tuning::{Perturb, Tuning};
 use flops_web::model::params::ParamTable;
-use flops_web::model::perturb::site_rms;
+use flops_web::model::perturb::site_stats;
 use flops_web::model::{Model, ViTForImageClassification};
 use pollster::block_on;
 
@@ -210,7 +210,10 @@ fn site_wise_estimate_is_unbiased_at_the_training_noise() {
     };
     let mut plan = StepPlan::new(kind.build().as_ref(), Tuning::Last(1), &ids, 9, 0, Vec::new());
     plan.groups = Perturb::Site.groups(&plan.sites);
-    plan.site_scales = site_rms(&model.net, &pixels, &plan.sites);
+    plan.site_scales = site_stats(&model.net, &pixels, &plan.sites)
+        .iter()
+        .map(|s| s.rms)
+        .collect();
     let groups = plan.groups.len();
     assert_eq!(groups, 7, "Q, K, V, attention output, fc1, fc2, classifier");
     // Cells: the fixture's point shares times 1..3 by site, at least one query each.

@@ -443,11 +443,7 @@ impl CpuBackend {
                 let layers = self.net.vit.layers.len();
                 // A query starts where its group's earliest site is (site-wise: a late site's
                 // query runs only what follows it), from that point's clean stream there.
-                let starts: Vec<usize> = plan
-                    .groups
-                    .iter()
-                    .map(|g| g.iter().map(|s| s.start(layers)).min().unwrap_or(first).max(first))
-                    .collect();
+                let starts = plan.group_starts(layers);
                 let late = starts.iter().any(|&s| s > first);
                 let streams = if late {
                     self.clean_streams(batch, &prefixes, first)

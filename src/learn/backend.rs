@@ -141,6 +141,22 @@ impl StepPlan {
             .unwrap_or_default()
     }
 
+    /// Where the queries of each site group start, as a residual-stream index: the earliest of
+    /// the group's sites ([`LinearSite::start`]), never before the first tuned block. The CPU
+    /// backend starts them there; the trainer's cost model counts from there.
+    pub fn group_starts(&self, layers: usize) -> Vec<usize> {
+        self.groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|s| s.start(layers))
+                    .min()
+                    .unwrap_or(self.first_tuned)
+                    .max(self.first_tuned)
+            })
+            .collect()
+    }
+
     /// Whether query `q` perturbs `site`.
     pub fn perturbs(&self, q: &Query, site: LinearSite) -> bool {
         self.groups.get(q.group as usize).is_some_and(|g| g.contains(&site))
@@ -240,9 +256,8 @@ pub trait Backend {
                 .map_err(|message| LearnError::Config { message })?;
             let segments: Vec<(usize, f32)> = (0..plan.tensors.len())
                 .map(|i| {
-                    let end = layout.offsets.get(i + 1).copied().unwrap_or(layout.total);
                     (
-                        end - layout.offsets[i],
+                        layout.range_at(i).len(),
                         lr * plan.lr_scales.get(i).copied().unwrap_or(1.0),
                     )
                 })

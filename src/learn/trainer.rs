@@ -162,18 +162,9 @@ struct Queried {
 /// clean projections reused), as the CPU backend runs it. The cost model of the allocator and
 /// the logs; the GPU backend runs every row from the first tuned block.
 fn group_costs(net: &ViTForImageClassification, plan: &StepPlan) -> Vec<f64> {
-    let layers = net.vit.layers.len();
-    plan.groups
-        .iter()
-        .map(|g| {
-            let start = g
-                .iter()
-                .map(|s| s.start(layers))
-                .min()
-                .unwrap_or(plan.first_tuned)
-                .max(plan.first_tuned);
-            net.flops_from(start, start == plan.first_tuned)
-        })
+    plan.group_starts(net.vit.layers.len())
+        .into_iter()
+        .map(|start| net.flops_from(start, start == plan.first_tuned))
         .collect()
 }
 

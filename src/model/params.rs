@@ -295,6 +295,17 @@ impl FlatLayout {
         self.tensors.iter().position(|&t| t == tensor).map(|i| self.offsets[i])
     }
 
+    /// The flat range of the `i`-th tensor of the layout.
+    pub fn range_at(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self.offsets.get(i + 1).copied().unwrap_or(self.total);
+        self.offsets[i]..end
+    }
+
+    /// The flat range of tensor `tensor`, if it is in the layout.
+    pub fn range(&self, tensor: u32) -> Option<std::ops::Range<usize>> {
+        self.tensors.iter().position(|&t| t == tensor).map(|i| self.range_at(i))
+    }
+
     /// `(tensor, offset)` pairs in layout order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.tensors.iter().copied().zip(self.offsets.iter().copied())

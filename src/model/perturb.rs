@@ -167,9 +167,3 @@ pub fn site_stats(net: &ViTForImageClassification, images: &[f32], sites: &[Line
         })
         .collect()
 }
-
-/// The root mean square of each site's clean output over `images` ([`SiteStats::rms`]), for
-/// noise scaled to each site's activations.
-pub fn site_rms(net: &ViTForImageClassification, images: &[f32], sites: &[LinearSite]) -> Vec<f32> {
-    site_stats(net, images, sites).iter().map(|s| s.rms).collect()
-}

@@ -205,69 +205,54 @@ enum LogLine<'a> {
 }
 
 /// The run's options: the preset's, with every flag given on the command line on top
-/// (`matches`: the subcommand's, to tell given flags from defaults).
+/// (`matches`: the subcommand's, to tell given flags from defaults), through the one overlay
+/// the page uses too ([`TrainOptions::from_json`]).
 fn options_of(args: &FinetuneArgs, matches: Option<&ArgMatches>, train_len: usize) -> Result<TrainOptions, CliError> {
+    use serde_json::{json, Value};
     let given = |id: &str| matches.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine);
-    let mut o = TrainOptions::preset(&args.preset).map_err(learn_err)?;
-    if given("estimator") {
-        o.estimator = args.estimator.clone();
-    }
-    if given("no_antithetic") {
-        o.antithetic = false;
-    }
-    if given("antithetic") {
-        o.antithetic = true;
-    }
-    if given("allocator") {
-        o.allocator = args.allocator.clone();
-    }
-    if given("budget") {
-        o.queries_per_point = args.budget;
-    }
-    if given("batch") {
-        o.batch = args.batch;
-    }
-    if given("lr") {
-        o.learning_rate = args.lr;
-    }
-    if given("sigma") {
-        o.noise_scale = args.sigma;
-    }
-    if given("perturb") {
-        o.perturb = args.perturb.clone();
-    }
-    if given("relative_noise") {
-        o.relative_noise = true;
-    }
-    if args.head_lr.is_some() {
-        o.head_learning_rate = args.head_lr;
-    }
-    if given("tune") {
-        o.tuned_layers = match args.tune {
-            Tuning::Head => 0,
-            Tuning::Last(k) => k,
-        };
-    }
-    if given("optimizer") {
-        o.optimizer = args.optimizer.clone();
-    }
-    if given("schedule") {
-        o.schedule = args.schedule.clone();
+    let tuned_layers = match args.tune {
+        Tuning::Head => 0,
+        Tuning::Last(k) => k,
+    };
+    // (flag id, option key, value) of every flag that maps onto one option.
+    let flags: [(&str, &str, Value); 14] = [
+        ("estimator", "estimator", json!(args.estimator)),
+        ("no_antithetic", "antithetic", json!(false)),
+        ("antithetic", "antithetic", json!(true)),
+        ("allocator", "allocator", json!(args.allocator)),
+        ("budget", "queriesPerPoint", json!(args.budget)),
+        ("batch", "batch", json!(args.batch)),
+        ("lr", "learningRate", json!(args.lr)),
+        ("sigma", "noiseScale", json!(args.sigma)),
+        ("perturb", "perturb", json!(args.perturb)),
+        ("relative_noise", "relativeNoise", json!(true)),
+        ("head_lr", "headLearningRate", json!(args.head_lr)),
+        ("tune", "tunedLayers", json!(tuned_layers)),
+        ("optimizer", "optimizer", json!(args.optimizer)),
+        ("schedule", "schedule", json!(args.schedule)),
+    ];
+    let mut given_options = serde_json::Map::new();
+    given_options.insert("preset".into(), json!(args.preset));
+    for (id, key, value) in flags {
+        if given(id) {
+            given_options.insert(key.into(), value);
+        }
     }
     if let Some(c) = args.clip_norm {
-        o.clip_norm = (c != 0.0).then_some(c);
+        given_options.insert("clipNorm".into(), if c == 0.0 { Value::Null } else { json!(c) });
     }
     if given("eval_every") {
-        o.eval_every = args.eval_every;
+        given_options.insert("evalEvery".into(), json!(args.eval_every));
     }
+    given_options.insert("seed".into(), json!(args.seed));
+    given_options.insert("validationFraction".into(), json!(args.data.val_fraction));
+    let mut o = TrainOptions::from_json(Value::Object(given_options)).map_err(learn_err)?;
     if let Some(steps) = args
         .steps
         .or(args.epochs.map(|e| e * train_len.div_ceil(o.batch.max(1))))
     {
         o.steps = steps;
     }
-    o.seed = Some(args.seed);
-    o.validation_fraction = args.data.val_fraction;
     Ok(o)
 }
 

@@ -201,26 +201,22 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
 
 /// Per-group element ranges of the flat gradient: the weight and bias of each group's linear
 /// sites (the LayerNorms' affine tensors, which several groups feed, are left out).
-fn group_ranges(t: &Trainer) -> Vec<Vec<std::ops::Range<usize>>> {
+fn group_ranges(t: &Trainer) -> Result<Vec<Vec<std::ops::Range<usize>>>, CliError> {
     let plan = t.plan();
     let table = t.backend.table();
-    let layout = table.layout(&plan.tensors).unwrap_or_else(|_| unreachable!());
-    let range = |id: u32| -> Option<std::ops::Range<usize>> {
-        let i = plan.tensors.iter().position(|&x| x == id)?;
-        let end = layout.offsets.get(i + 1).copied().unwrap_or(layout.total);
-        Some(layout.offsets[i]..end)
-    };
-    plan.groups
+    let layout = table.layout(&plan.tensors).map_err(CliError::Other)?;
+    Ok(plan
+        .groups
         .iter()
         .map(|g| {
             g.iter()
                 .filter_map(|&s| table.linear(s))
                 .flat_map(|l| [Some(l.weight), l.bias])
                 .flatten()
-                .filter_map(range)
+                .filter_map(|id| layout.range(id))
                 .collect()
         })
-        .collect()
+        .collect())
 }
 
 /// The CPU model and core count (Linux), for the record.
@@ -294,7 +290,7 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
                 let idx: Vec<usize> = (0..args.batch).map(|_| rng.random_range(0..t.train_len())).collect();
                 block_on(t.estimate(&idx, 1_000_000 + w as u32)).map_err(err)?;
             }
-            let ranges = group_ranges(&t);
+            let ranges = group_ranges(&t)?;
             let (mut per_batch, mut cos, mut flops) = (Vec::new(), Vec::new(), 0.0);
             let mut groups = vec![0.0f64; ranges.len()];
             for (bi, idx) in fixed.iter().enumerate() {
