@@ -319,6 +319,7 @@ fn animal_config(steps: usize) -> TrainConfig {
         perturb: Perturb::Joint,
         relative_noise: false,
         head_lr: None,
+        exact_head: false,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.01,
@@ -356,6 +357,24 @@ fn gpu_trainer_lowers_the_clean_loss() {
         secs / config.steps as f64
     );
     assert!(after.loss < before.loss - 0.05, "{} -> {}", before.loss, after.loss);
+}
+
+/// The exact head needs the clean pass's head inputs, which the GPU backend does not return:
+/// the step says so by name and changes nothing.
+#[test]
+fn gpu_trainer_refuses_the_exact_head_by_name() {
+    let (net, train) = animal_model();
+    let pre = Model::embedded_default().unwrap().preprocessor;
+    let data = Examples::prepare(&train, &pre).unwrap();
+    let config = TrainConfig {
+        tuning: Tuning::Last(1),
+        exact_head: true,
+        ..animal_config(1)
+    };
+    let mut trainer = Trainer::new(Box::new(GpuBackend::new(ctx(), net).unwrap()), config, data).unwrap();
+    let e = block_on(trainer.step()).unwrap_err().to_string();
+    assert!(e.contains("exact head") && e.contains("CPU backend"), "{e}");
+    assert_eq!(trainer.step, 0);
 }
 
 /// The full-GPU step (gradient, clipping and Adam in WGSL) drives a head-only run down too.

@@ -42,6 +42,7 @@ fn head_lr_flops_learns_animal_shape_on_cpu() {
         perturb: Perturb::Joint,
         relative_noise: false,
         head_lr: None,
+        exact_head: false,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.1,
@@ -103,6 +104,7 @@ fn bernoulli_allocator_follows_the_epochs() {
         perturb: Perturb::Joint,
         relative_noise: false,
         head_lr: None,
+        exact_head: false,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::adam(),
             lr: 0.01,

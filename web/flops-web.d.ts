@@ -109,6 +109,11 @@ export interface TrainParams {
   relativeNoise?: boolean;
   /** The classifier head's learning rate when it should differ from learningRate. */
   headLearningRate?: number | null;
+  /**
+   * LR with tunedLayers >= 1: the head's (and final LayerNorm's) gradient exactly from the clean
+   * pass, every query going to the blocks. CPU backend only (the WebGPU one refuses it by name).
+   */
+  exactHead?: boolean;
   optimizer?: 'adam' | 'sgd';
   schedule?: 'cosine' | 'constant';
   clipNorm?: number | null;

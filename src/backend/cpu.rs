@@ -382,6 +382,17 @@ impl ForwardHook for StreamCapture {
     }
 }
 
+/// Captures the CLS stream entering the final LayerNorm.
+struct FinalNormInput(Vec<f32>);
+
+impl ForwardHook for FinalNormInput {
+    fn layer_norm(&mut self, site: NormSite, _norm: &LayerNorm, input: &[f32]) {
+        if site == NormSite::Final {
+            self.0 = input.to_vec();
+        }
+    }
+}
+
 impl CpuBackend {
     /// Each image's clean streams after block `first` ([`StreamCapture`]), from the last clean
     /// pass when it was of this batch and split, else computed now.
@@ -409,14 +420,19 @@ impl CpuBackend {
         let mut losses = Vec::with_capacity(batch.len());
         let mut logits = Vec::new();
         let mut streams = Vec::with_capacity(batch.len());
+        let mut head_streams = Vec::with_capacity(batch.len() * self.net.config.hidden_size);
         let first = self.features.first;
         for (hidden, &y) in self.prefixes(batch, first).into_iter().zip(batch.labels) {
             let z = if self.keep_streams {
                 let (z, s) = self.capture(&hidden, first);
+                head_streams.extend_from_slice(s.last().map_or(&[][..], |v| v));
                 streams.push(s);
                 z
             } else {
-                self.net.logits_from(&hidden, first, &mut NoHook)
+                let mut hook = FinalNormInput(Vec::new());
+                let z = self.net.logits_from(&hidden, first, &mut hook);
+                head_streams.extend(hook.0);
+                z
             };
             losses.push(cross_entropy(&z, y));
             logits.extend(z);
@@ -427,7 +443,11 @@ impl CpuBackend {
             pixels: batch.pixels.to_vec(),
             streams,
         });
-        Ok(CleanOut { losses, logits })
+        Ok(CleanOut {
+            losses,
+            logits,
+            head_streams: Some(head_streams),
+        })
     }
 
     fn query_losses_now(&mut self, batch: &Batch, plan: &StepPlan) -> Result<Vec<f32>, LearnError> {

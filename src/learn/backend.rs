@@ -60,6 +60,9 @@ impl Batch<'_> {
 pub struct CleanOut {
     pub losses: Vec<f32>,
     pub logits: Vec<f32>,
+    /// Each image's CLS stream entering the final LayerNorm `[B, D]`, for the exact head
+    /// gradient ([`super::exact_head`]); `None` where the backend does not return it.
+    pub head_streams: Option<Vec<f32>>,
 }
 
 /// Everything that defines one step's perturbations; the noise is regenerated from it.

@@ -8,6 +8,7 @@ pub mod data;
 pub mod error;
 pub mod es;
 pub mod estimate;
+pub mod exact_head;
 pub mod lr;
 pub mod optim;
 pub mod options;

@@ -39,6 +39,10 @@ pub struct TrainOptions {
     /// The classifier head's learning rate when it should differ from `learningRate` (which
     /// then applies to the tuned blocks and norms).
     pub head_learning_rate: Option<f32>,
+    /// LR with tuned blocks: the head's and the final LayerNorm's gradient exactly from the
+    /// clean pass ((softmax - onehot) x its input; no backward pass through the network), so
+    /// every query goes to the blocks. CPU backend only.
+    pub exact_head: bool,
     /// `adam` or `sgd` (momentum 0.9).
     pub optimizer: String,
     /// `cosine` or `constant`.
@@ -68,6 +72,7 @@ impl Default for TrainOptions {
             perturb: "joint".into(),
             relative_noise: false,
             head_learning_rate: None,
+            exact_head: false,
             optimizer: "adam".into(),
             schedule: "cosine".into(),
             clip_norm: Some(5.0),
@@ -203,6 +208,7 @@ impl TrainOptions {
             perturb: Perturb::parse(&self.perturb)?,
             relative_noise: self.relative_noise,
             head_lr: self.head_learning_rate,
+            exact_head: self.exact_head,
             optimizer,
             seed: self.seed.unwrap_or(default_seed),
         })

@@ -12,11 +12,12 @@ use super::cells::SiteSplit;
 use super::data::Examples;
 use super::error::LearnError;
 use super::estimate::{Estimator, EstimatorKind, Results, Space};
+use super::exact_head::ExactHead;
 use super::optim::{Optimizer, OptimizerConfig};
 use super::tuning::{Perturb, Tuning};
 use crate::model::nn::softmax;
 use crate::model::perturb::site_stats;
-use crate::model::ViTForImageClassification;
+use crate::model::{LinearSite, ViTForImageClassification};
 
 /// Everything that defines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,10 @@ pub struct TrainConfig {
     /// (`optimizer.lr`); the schedule scales both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_lr: Option<f32>,
+    /// LR, blocks tuned: the head's (and final LayerNorm's) gradient exactly from the clean
+    /// pass ([`super::exact_head`]); every query goes to the blocks.
+    #[serde(default)]
+    pub exact_head: bool,
     pub optimizer: OptimizerConfig,
     pub seed: u64,
 }
@@ -103,6 +108,10 @@ pub struct Trainer {
     allocator: Box<dyn Allocator + Send>,
     /// Site-wise runs: the site factor of the cell allocation.
     sites: Option<SiteSplit>,
+    /// `exact_head` runs: the head, stepped from its exact gradient.
+    head: Option<ExactHead>,
+    /// Every tuned tensor (the plan's, and the exact head's), sorted.
+    tuned: Vec<u32>,
     /// FLOPs of one query of each site group; of one image's clean pass from the first tuned
     /// block; of its frozen prefix.
     query_cost: Vec<f64>,
@@ -145,6 +154,10 @@ struct Queried {
     /// Per cell, for the allocators.
     measured: Vec<f32>,
     clean_losses: Vec<f32>,
+    /// For the exact head: the clean logits, CLS streams entering the final LayerNorm, labels.
+    clean_logits: Vec<f32>,
+    head_streams: Vec<f32>,
+    labels: Vec<usize>,
     proxy: Vec<f32>,
     /// Queries per point (the point allocator's) and per cell.
     alloc: Vec<usize>,
@@ -201,6 +214,23 @@ impl Trainer {
                 message: "site-wise perturbation and relative noise need the lr estimator (activation noise)".into(),
             });
         }
+        let tuned = plan_template.tensors.clone();
+        let head = if config.exact_head {
+            if !activation || config.tuning == Tuning::Head {
+                return Err(LearnError::Config {
+                    message: "the exact head needs the lr estimator and tuned blocks (with the head only tuned, \
+                              nothing would be left to perturb)"
+                        .into(),
+                });
+            }
+            let head_lr = config.head_lr.unwrap_or(config.optimizer.lr) / config.optimizer.lr;
+            let head = ExactHead::new(table, config.optimizer, head_lr)?;
+            plan_template.sites.retain(|s| *s != LinearSite::Classifier);
+            plan_template.tensors.retain(|t| !head.tensors.contains(t));
+            Some(head)
+        } else {
+            None
+        };
         plan_template.groups = config.perturb.groups(&plan_template.sites);
         let site_wise = plan_template.groups.len() > 1;
         let stats = (config.relative_noise || site_wise).then(|| {
@@ -268,7 +298,7 @@ impl Trainer {
         let clean_cost = net.flops_from(plan_template.first_tuned, false);
         let prefix_cost = net.embedding_flops() + net.flops_from(0, false) - clean_cost;
         let n_params = table
-            .layout(&plan_template.tensors)
+            .layout(&tuned)
             .map_err(|message| LearnError::Config { message })?
             .total;
         let num_labels = net.config.num_labels();
@@ -280,7 +310,15 @@ impl Trainer {
             prefix_cost,
             prefixed: vec![false; train.len()],
             estimator,
-            optimizer: Optimizer::new(config.optimizer, n_params)?,
+            optimizer: Optimizer::new(
+                config.optimizer,
+                table
+                    .layout(&plan_template.tensors)
+                    .map_err(|message| LearnError::Config { message })?
+                    .total,
+            )?,
+            head,
+            tuned,
             tuned_parameters: n_params,
             rng: StdRng::seed_from_u64(config.seed),
             order: Vec::new(),
@@ -301,7 +339,7 @@ impl Trainer {
 
     /// Tensor ids being tuned.
     pub fn tuned_tensors(&self) -> &[u32] {
-        &self.plan_template.tensors
+        &self.tuned
     }
 
     /// The number of scalar parameters being tuned.
@@ -343,6 +381,19 @@ impl Trainer {
         if clean.losses.iter().any(|l| !l.is_finite()) {
             return Err(non_finite);
         }
+        let head_streams = match (&self.head, clean.head_streams) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(s)) => s,
+            (Some(_), None) => {
+                return Err(LearnError::Config {
+                    message: format!(
+                        "the exact head needs the clean pass's head inputs, which the {} backend does not return \
+                         (use the CPU backend)",
+                        self.backend.name()
+                    ),
+                })
+            }
+        };
         let mut proxy = Vec::with_capacity(b);
         let mut correct = 0usize;
         for (z, &y) in clean.logits.chunks_exact(self.num_labels).zip(&labels) {
@@ -387,7 +438,12 @@ impl Trainer {
             .filter(|&&i| !std::mem::replace(&mut self.prefixed[i], true))
             .count();
         let prefix_flops = fresh as f64 * self.prefix_cost;
-        let flops = b as f64 * self.clean_cost
+        let head_flops = if self.head.is_some() {
+            ExactHead::flops_per_image(self.backend.host_network())
+        } else {
+            0.0
+        };
+        let flops = b as f64 * (self.clean_cost + head_flops)
             + plan
                 .queries
                 .iter()
@@ -400,6 +456,9 @@ impl Trainer {
             coeffs,
             measured,
             clean_losses: clean.losses,
+            clean_logits: clean.logits,
+            head_streams,
+            labels,
             proxy,
             alloc,
             cells,
@@ -441,13 +500,41 @@ impl Trainer {
     /// for benchmarks of the estimate's variance (`flops bench learn`).
     pub async fn estimate(&mut self, idx: &[usize], step: u32) -> Result<Estimate, LearnError> {
         let q = self.run_queries(idx, step).await?;
-        let gradient = self.backend.gradient(&q.plan, &q.coeffs).await?;
+        let mut gradient = self.backend.gradient(&q.plan, &q.coeffs).await?;
+        if let Some(head) = &self.head {
+            let params = self.backend.read_params(&head.tensors).await?;
+            let exact = head.gradient(
+                self.backend.host_network(),
+                &params,
+                &q.head_streams,
+                &q.clean_logits,
+                &q.labels,
+            )?;
+            gradient = self.merge(&[(&q.plan.tensors, &gradient), (&head.tensors, &exact)])?;
+        }
         self.learn_allocation(&q);
         Ok(Estimate {
             gradient,
             cells: q.cells,
             flops: q.flops,
         })
+    }
+
+    /// Flat vectors over sorted tensor lists, merged into one over [`Self::tuned_tensors`].
+    fn merge(&self, parts: &[(&[u32], &[f32])]) -> Result<Vec<f32>, LearnError> {
+        let table = self.backend.table();
+        let layout = |t: &[u32]| table.layout(t).map_err(|message| LearnError::Config { message });
+        let full = layout(&self.tuned)?;
+        let mut out = vec![0.0f32; full.total];
+        for (tensors, flat) in parts {
+            let part = layout(tensors)?;
+            for (i, &t) in tensors.iter().enumerate() {
+                if let Some(r) = full.range(t) {
+                    out[r].copy_from_slice(&flat[part.range_at(i)]);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The forward FLOPs of one query of site group `g`.
@@ -470,10 +557,37 @@ impl Trainer {
         let idx = self.next_batch();
         let q = self.run_queries(&idx, self.step as u32).await?;
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
-        let grad_norm = match self.backend.step(&q.plan, &q.coeffs, &mut self.optimizer, lr).await {
-            Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
-            r => r?,
+        let non_finite = |r: Result<f32, LearnError>, step| match r {
+            Err(LearnError::NonFinite { .. }) => Err(LearnError::NonFinite { step }),
+            r => r,
         };
+        // The head's new values are written only once the blocks' step succeeded, so that a
+        // non-finite step on either side leaves every tensor as it was.
+        let head_step = match &mut self.head {
+            Some(head) => {
+                let r = head
+                    .step(
+                        self.backend.as_ref(),
+                        &q.head_streams,
+                        &q.clean_logits,
+                        &q.labels,
+                        lr,
+                        self.step,
+                    )
+                    .await;
+                Some(match r {
+                    Err(LearnError::NonFinite { .. }) => return Err(LearnError::NonFinite { step: self.step }),
+                    r => r?,
+                })
+            }
+            None => None,
+        };
+        let r = self.backend.step(&q.plan, &q.coeffs, &mut self.optimizer, lr).await;
+        let mut grad_norm = non_finite(r, self.step)?;
+        if let (Some(head), Some((params, norm))) = (&self.head, head_step) {
+            self.backend.write_params(&head.tensors, &params)?;
+            grad_norm = grad_norm.hypot(norm);
+        }
         let site_allocation = self.learn_allocation(&q);
         self.queries += q.passes as u64;
         self.flops += q.flops + q.prefix_flops;

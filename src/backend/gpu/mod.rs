@@ -150,6 +150,7 @@ impl GpuBackend {
         Ok(CleanOut {
             losses: out.losses,
             logits: out.logits,
+            head_streams: None,
         })
     }
 

@@ -94,6 +94,10 @@ pub struct FinetuneArgs {
     /// applies to the tuned blocks and norms).
     #[arg(long)]
     head_lr: Option<f32>,
+    /// LR with --tune last:K: the head's and final LayerNorm's gradient exactly from the clean
+    /// pass (no backward pass through the network); every query goes to the blocks. CPU only.
+    #[arg(long)]
+    exact_head: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Validate every this many steps (and at the end).
@@ -215,7 +219,7 @@ fn options_of(args: &FinetuneArgs, matches: Option<&ArgMatches>, train_len: usiz
         Tuning::Last(k) => k,
     };
     // (flag id, option key, value) of every flag that maps onto one option.
-    let flags: [(&str, &str, Value); 14] = [
+    let flags: [(&str, &str, Value); 15] = [
         ("estimator", "estimator", json!(args.estimator)),
         ("no_antithetic", "antithetic", json!(false)),
         ("antithetic", "antithetic", json!(true)),
@@ -227,6 +231,7 @@ fn options_of(args: &FinetuneArgs, matches: Option<&ArgMatches>, train_len: usiz
         ("perturb", "perturb", json!(args.perturb)),
         ("relative_noise", "relativeNoise", json!(true)),
         ("head_lr", "headLearningRate", json!(args.head_lr)),
+        ("exact_head", "exactHead", json!(true)),
         ("tune", "tunedLayers", json!(tuned_layers)),
         ("optimizer", "optimizer", json!(args.optimizer)),
         ("schedule", "schedule", json!(args.schedule)),

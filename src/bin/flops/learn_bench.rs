@@ -10,9 +10,12 @@
 //!     mean: reported per batch, with the ratio to uniform over cells and a
 //!     bootstrap 90% interval over batches, and the site-level gain an exact Neyman split of
 //!     the measured per-group variances would give, `sum V_g sum c_g / (sum sqrt(V_g c_g))^2`.
-//! (b) Learning: each variant trains `seeds` runs of `steps` steps; validation accuracy every
-//!     `eval_every` steps against cumulative forward passes and FLOPs; mean and spread; the FLOPs
-//!     each variant needs to reach uniform-over-cells' final mean accuracy.
+//! (b) Learning at equal FLOPs: uniform over cells trains `seeds` runs of `steps` steps, every
+//!     other variant as many steps as the same FLOPs buy it (one step of each is costed on the
+//!     same batch first); validation accuracy `steps / eval_every` times along the run against
+//!     cumulative forward passes and FLOPs; mean and spread over seeds; the FLOPs each variant
+//!     needs to reach uniform over cells' final mean accuracy, as a share of uniform's, with a
+//!     bootstrap interval over seeds.
 
 use std::path::PathBuf;
 
@@ -62,7 +65,9 @@ pub struct LearnArgs {
     #[arg(long, default_value_t = 0.003)]
     lr: f32,
     /// Variants: joint (LR, uniform over images, every site per query: the old reference),
-    /// uniform, flops, neyman, bernoulli (site-wise LR over cells), spsa, es (weight space,
+    /// uniform, flops, neyman, bernoulli (site-wise LR over cells), exact (uniform over the
+    /// blocks' cells, the head's gradient exact from the clean pass), single (site-wise, one
+    /// query per cell and step: the "multi-query paradox" baseline), spsa, es (weight space,
     /// uniform over images, noise 0.01).
     #[arg(long, value_delimiter = ',', default_values = ["joint", "uniform", "flops", "neyman"])]
     variants: Vec<String>,
@@ -119,16 +124,35 @@ struct VarianceRow {
     cosine: f64,
     /// Forward FLOPs of one estimate: clean passes and queries (frozen prefixes not counted).
     flops_per_estimate: f64,
+    /// The gain per FLOP: `gain` x uniform's FLOPs per estimate / this variant's.
+    gain_equal_flops: f64,
 }
 
 #[derive(Serialize)]
 struct Curve {
     variant: String,
+    /// Steps of each run: as many as uniform over cells' FLOPs buy this variant.
+    steps: usize,
     points: Vec<CurvePoint>,
     final_accuracy: Stat,
-    /// FLOPs to first reach uniform-over-cells' final mean accuracy (mean curve); null if never.
-    flops_to_uniform_final: Option<f64>,
+    /// Per seed, per evaluation: `[cumulative FLOPs, validation accuracy]`.
+    seeds: Vec<Vec<[f64; 2]>>,
+    /// Cost to reach uniform over cells' final mean accuracy.
+    reach: Option<Reach>,
     seconds: Stat,
+}
+
+#[derive(Serialize)]
+struct Reach {
+    /// Uniform over cells' final mean accuracy.
+    target: f64,
+    /// FLOPs where the seed-mean curve first reaches it (interpolated between evaluations);
+    /// null if it never does.
+    flops: Option<f64>,
+    /// Those FLOPs over uniform's, and a bootstrap 90% interval over seeds (null: a bound
+    /// never reached).
+    share_of_uniform: Option<f64>,
+    share_interval: [Option<f64>; 2],
 }
 
 #[derive(Serialize)]
@@ -160,7 +184,9 @@ fn err(e: LearnError) -> CliError {
     CliError::Other(e.to_string())
 }
 
-fn options(args: &LearnArgs, variant: &str, steps: usize) -> Result<TrainOptions, CliError> {
+/// A variant's options; `sites` is the number of site groups (one query per cell for
+/// `single`).
+fn options(args: &LearnArgs, variant: &str, steps: usize, sites: usize) -> Result<TrainOptions, CliError> {
     let mut o = TrainOptions::preset("best").map_err(err)?;
     o.batch = args.batch;
     o.queries_per_point = args.budget;
@@ -173,6 +199,14 @@ fn options(args: &LearnArgs, variant: &str, steps: usize) -> Result<TrainOptions
             o.allocator = "uniform".into();
         }
         a @ ("uniform" | "flops" | "neyman" | "bernoulli") => o.allocator = a.into(),
+        "exact" => {
+            o.allocator = "uniform".into();
+            o.exact_head = true;
+        }
+        "single" => {
+            o.allocator = "uniform".into();
+            o.queries_per_point = sites;
+        }
         e @ ("spsa" | "es") => {
             o.estimator = e.into();
             o.perturb = "joint".into();
@@ -233,6 +267,94 @@ fn machine() -> String {
     format!("{name}, {cores} cores; one thread used")
 }
 
+/// One evaluation of a learning run: step, forward passes, FLOPs, validation accuracy.
+type Eval = (usize, u64, f64, f64);
+
+/// A variant's learning curve from its seeds' evaluations.
+fn curve(variant: &str, steps: usize, runs: &[Vec<Eval>], secs: &[f64]) -> Curve {
+    let mean = |f: &dyn Fn(&Eval) -> f64, i: usize| runs.iter().map(|r| f(&r[i])).sum::<f64>() / runs.len() as f64;
+    Curve {
+        variant: variant.to_string(),
+        steps,
+        points: (0..runs[0].len())
+            .map(|i| CurvePoint {
+                step: runs[0][i].0,
+                passes: mean(&|p| p.1 as f64, i) as u64,
+                flops: mean(&|p| p.2, i),
+                accuracy: stat(&runs.iter().map(|r| r[i].3).collect::<Vec<_>>()),
+            })
+            .collect(),
+        final_accuracy: stat(&runs.iter().map(|r| r.last().map_or(0.0, |p| p.3)).collect::<Vec<_>>()),
+        seeds: runs.iter().map(|r| r.iter().map(|p| [p.2, p.3]).collect()).collect(),
+        reach: None,
+        seconds: stat(secs),
+    }
+}
+
+/// The FLOPs at which the seed-mean curve of `seeds` (per seed: `[flops, accuracy]` per
+/// evaluation, evaluations aligned, the first at 0 FLOPs) first reaches `target`,
+/// interpolated linearly between evaluations; `None` if it never does.
+fn flops_to(seeds: &[&Vec<[f64; 2]>], target: f64) -> Option<f64> {
+    let k = seeds.len() as f64;
+    let mut prev: Option<(f64, f64)> = None;
+    for i in 0..seeds[0].len() {
+        let f = seeds.iter().map(|s| s[i][0]).sum::<f64>() / k;
+        let a = seeds.iter().map(|s| s[i][1]).sum::<f64>() / k;
+        if a >= target {
+            return Some(match prev {
+                Some((f0, a0)) if a > a0 => f0 + (target - a0).max(0.0) / (a - a0) * (f - f0),
+                _ => f,
+            });
+        }
+        prev = Some((f, a));
+    }
+    None
+}
+
+/// Each curve's FLOPs to reach uniform over cells' final mean accuracy, as a share of
+/// uniform's FLOPs, with a bootstrap 90% interval over seeds (uniform's seeds and the
+/// variant's resampled apart; a resample that never reaches counts as infinite).
+fn reach_uniform_final(learning: &mut [Curve], rng: &mut StdRng) {
+    let Some(u) = learning.iter().find(|c| c.variant == "uniform") else {
+        return;
+    };
+    let useeds = u.seeds.clone();
+    let final_of = |s: &[&Vec<[f64; 2]>]| {
+        let k = s.len() as f64;
+        let last = s[0].len() - 1;
+        (
+            s.iter().map(|x| x[last][1]).sum::<f64>() / k,
+            s.iter().map(|x| x[last][0]).sum::<f64>() / k,
+        )
+    };
+    let all_u: Vec<&Vec<[f64; 2]>> = useeds.iter().collect();
+    let (target, budget) = final_of(&all_u);
+    for c in learning.iter_mut() {
+        let all: Vec<&Vec<[f64; 2]>> = c.seeds.iter().collect();
+        let share = |s: &[&Vec<[f64; 2]>], u: &[&Vec<[f64; 2]>]| {
+            let (t, b) = final_of(u);
+            flops_to(s, t).map_or(f64::INFINITY, |f| f / b)
+        };
+        let mut boot: Vec<f64> = (0..2000)
+            .map(|_| {
+                let pick =
+                    |n: usize, rng: &mut StdRng| -> Vec<usize> { (0..n).map(|_| rng.random_range(0..n)).collect() };
+                let s: Vec<&Vec<[f64; 2]>> = pick(all.len(), rng).into_iter().map(|i| all[i]).collect();
+                let us: Vec<&Vec<[f64; 2]>> = pick(all_u.len(), rng).into_iter().map(|i| all_u[i]).collect();
+                share(&s, &us)
+            })
+            .collect();
+        boot.sort_by(f64::total_cmp);
+        let flops = flops_to(&all, target);
+        c.reach = Some(Reach {
+            target,
+            flops,
+            share_of_uniform: flops.map(|f| f / budget),
+            share_interval: [boot[100], boot[1899]].map(|x| x.is_finite().then_some(x)),
+        });
+    }
+}
+
 pub fn run(args: LearnArgs) -> Result<(), CliError> {
     if args.repeats < 2 || args.batches == 0 || args.batch == 0 {
         return Err(CliError::Other(format!(
@@ -262,12 +384,18 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
         }
     }
 
+    let tuning = TrainOptions::preset("best")
+        .and_then(|o| o.to_config(0))
+        .map_err(err)?
+        .tuning;
+    let sites = tuning.lr_sites(model.net.vit.layers.len()).len();
+
     // (a) Gradient variance at checkpoints of a uniform-over-cells reference run.
     let mut variance = Vec::new();
     let mut checkpoints = args.checkpoints.clone();
     checkpoints.sort_unstable();
     let last = checkpoints.last().copied().unwrap_or(0);
-    let mut reference = trainer(model.net.clone(), &options(&args, "uniform", last)?, &train, 0)?;
+    let mut reference = trainer(model.net.clone(), &options(&args, "uniform", last, sites)?, &train, 0)?;
     let mut rng = StdRng::seed_from_u64(17);
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rng);
@@ -285,7 +413,7 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
         let mut rows: Vec<(String, Vec<f64>, f64, f64)> = Vec::new();
         let (mut group_variance, mut group_cost) = (Vec::new(), Vec::new());
         for v in &args.variants {
-            let mut t = trainer(net.clone(), &options(&args, v, last.max(1))?, &train, 1)?;
+            let mut t = trainer(net.clone(), &options(&args, v, last.max(1), sites)?, &train, 1)?;
             for w in 0..args.warmup {
                 let idx: Vec<usize> = (0..args.batch).map(|_| rng.random_range(0..t.train_len())).collect();
                 block_on(t.estimate(&idx, 1_000_000 + w as u32)).map_err(err)?;
@@ -321,6 +449,7 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
             rows.push((v.clone(), per_batch, c, per));
         }
         let uniform = rows.iter().find(|r| r.0 == "uniform").map(|r| r.1.clone());
+        let uniform_flops = rows.iter().find(|r| r.0 == "uniform").map_or(f64::NAN, |r| r.3);
         let mut out = Vec::new();
         for (name, per_batch, cos, per) in &rows {
             let mse = per_batch.iter().sum::<f64>() / per_batch.len().max(1) as f64;
@@ -348,6 +477,7 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
                 gain_interval: interval,
                 cosine: *cos,
                 flops_per_estimate: *per,
+                gain_equal_flops: gain * uniform_flops / per,
             });
         }
         let c_sum: f64 = group_cost.iter().sum();
@@ -366,55 +496,49 @@ pub fn run(args: LearnArgs) -> Result<(), CliError> {
         });
     }
 
-    // (b) Learning curves at equal steps, batch and budget.
+    // (b) Learning curves at equal FLOPs: uniform over cells first, for `steps` steps; every
+    // other variant for as many steps as that budget buys it.
     let mut learning = Vec::new();
-    for v in &args.variants {
+    let mut order: Vec<&String> = args.variants.iter().filter(|v| *v == "uniform").collect();
+    order.extend(args.variants.iter().filter(|v| *v != "uniform"));
+    let evals = (args.steps / args.eval_every.max(1)).max(1);
+    let probe: Vec<usize> = (0..args.batch.min(train.len())).collect();
+    let mut uniform_step = None;
+    for v in order {
         if args.seeds == 0 {
             break;
         }
-        let o = options(&args, v, args.steps)?;
-        let mut runs: Vec<Vec<(usize, u64, f64, f64)>> = Vec::new();
+        let mut o = options(&args, v, args.steps, sites)?;
+        // The forward FLOPs of one step (frozen prefixes apart: every variant pays those once
+        // per image).
+        let step_flops = block_on(trainer(model.net.clone(), &o, &train, 0)?.estimate(&probe, 0))
+            .map_err(err)?
+            .flops;
+        let reference = *uniform_step.get_or_insert(step_flops);
+        o.steps = ((args.steps as f64 * reference / step_flops).round() as usize).max(1);
+        let mut runs: Vec<Vec<Eval>> = Vec::new();
         let mut secs = Vec::new();
         for seed in 0..args.seeds {
-            eprintln!("learning: {v}, seed {seed}");
+            eprintln!("learning: {v}, seed {seed}, {} steps", o.steps);
             let t0 = std::time::Instant::now();
             let mut t = trainer(model.net.clone(), &o, &train, seed)?;
-            let mut pts = Vec::new();
-            for step in 1..=args.steps {
-                block_on(t.step()).map_err(err)?;
-                if step % args.eval_every.max(1) == 0 || step == args.steps {
-                    let acc = block_on(t.evaluate(&val)).map_err(err)?.accuracy as f64;
-                    pts.push((step, t.queries, t.flops, acc));
+            // The untrained accuracy at 0 FLOPs, where every curve starts.
+            let acc = block_on(t.evaluate(&val)).map_err(err)?.accuracy as f64;
+            let mut pts = vec![(0, 0, 0.0, acc)];
+            for j in 1..=evals {
+                let until = (o.steps * j).div_ceil(evals);
+                while t.step < until {
+                    block_on(t.step()).map_err(err)?;
                 }
+                let acc = block_on(t.evaluate(&val)).map_err(err)?.accuracy as f64;
+                pts.push((t.step, t.queries, t.flops, acc));
             }
             secs.push(t0.elapsed().as_secs_f64());
             runs.push(pts);
         }
-        let points: Vec<CurvePoint> = (0..runs[0].len())
-            .map(|i| CurvePoint {
-                step: runs[0][i].0,
-                passes: runs[0][i].1,
-                flops: runs.iter().map(|r| r[i].2).sum::<f64>() / runs.len() as f64,
-                accuracy: stat(&runs.iter().map(|r| r[i].3).collect::<Vec<_>>()),
-            })
-            .collect();
-        learning.push(Curve {
-            variant: v.clone(),
-            final_accuracy: stat(&runs.iter().map(|r| r.last().map_or(0.0, |p| p.3)).collect::<Vec<_>>()),
-            points,
-            flops_to_uniform_final: None,
-            seconds: stat(&secs),
-        });
+        learning.push(curve(v, o.steps, &runs, &secs));
     }
-    if let Some(target) = learning
-        .iter()
-        .find(|c| c.variant == "uniform")
-        .map(|c| c.final_accuracy.mean)
-    {
-        for c in &mut learning {
-            c.flops_to_uniform_final = c.points.iter().find(|p| p.accuracy.mean >= target).map(|p| p.flops);
-        }
-    }
+    reach_uniform_final(&mut learning, &mut rng);
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         settings: Settings {
