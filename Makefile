@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all setup test test-native test-wasm-build test-web demo web package test-e2e test-npm fmt clean
+.PHONY: all setup test test-native test-wasm-build test-web demo web package test-e2e test-npm fuzz fmt clean
 
 all: test
 
@@ -47,6 +47,13 @@ test-e2e: web
 # A Vite 7 app imports the package; the built bundle must contain the wasm.
 test-npm: package
 	node tests/npm/check.mjs
+
+# The long fuzz run of every parser of untrusted input (tests/fuzz.rs; `make test` runs a short
+# one): 10^6 executions per target, one JSON line each; inputs that fail land in
+# target/fuzz-crashes/.
+FUZZ_EXECS ?= 1000000
+fuzz:
+	FUZZ_EXECS=$(FUZZ_EXECS) $(CARGO) test --locked --profile fuzz --test fuzz -- --nocapture --test-threads 2
 
 fmt:
 	$(CARGO) fmt

@@ -225,3 +225,29 @@ fn unknown_layout() {
     let err = load(Some(&d.config), Some(&w)).unwrap_err();
     assert!(matches!(err, ModelError::UnknownLayout { .. }), "{err}");
 }
+
+/// A config whose sizes would ask for absurd memory is refused by field, before any tensor
+/// is read (each found by tests/fuzz.rs: `num_channels` 2^32 took 23 GB, 2 channels panicked,
+/// a timm `num_classes` of 2^40 tried to allocate its labels).
+#[test]
+fn absurd_config_sizes_are_refused_by_field() {
+    let d = tiny();
+    let with = |key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_slice(&d.config).unwrap();
+        v[key] = value;
+        load(Some(&serde_json::to_vec(&v).unwrap()), Some(&d.weights))
+            .unwrap_err()
+            .to_string()
+    };
+    for (key, value, says) in [
+        ("num_channels", serde_json::json!(1u64 << 32), "num_channels"),
+        ("num_channels", serde_json::json!(2), "only 1 (gray) or 3 (RGB)"),
+        ("hidden_size", serde_json::json!(1u64 << 40), "hidden_size"),
+        ("num_hidden_layers", serde_json::json!(100_000), "num_hidden_layers"),
+        ("image_size", serde_json::json!(1u64 << 20), "image_size"),
+        ("image_size", serde_json::json!(4096), "patches"),
+    ] {
+        let e = with(key, value.clone());
+        assert!(e.contains(says) && e.contains("config.json"), "{key} = {value}: {e}");
+    }
+}

@@ -43,6 +43,17 @@ fn default_channels() -> usize {
     3
 }
 
+/// The widest hidden size (and most heads) a config may ask for; the MLP may be 4x wider.
+pub const MAX_WIDTH: usize = 16_384;
+/// The most encoder blocks.
+pub const MAX_LAYERS: usize = 256;
+/// The largest input image side and patch side.
+pub const MAX_IMAGE_SIDE: usize = 4_096;
+/// The most class labels (ImageNet-21k has 21,843).
+pub const MAX_LABELS: usize = 100_000;
+/// The most patches (tokens before CLS) per image.
+pub const MAX_PATCHES: usize = 16_384;
+
 /// The subset of HF `ViTConfig` this crate uses; unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViTConfig {
@@ -123,16 +134,42 @@ impl ViTConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("num_channels", self.num_channels),
+        // Upper bounds far above any ViT checkpoint (ViT-G: hidden 1,664, 48 blocks, MLP 8,192),
+        // so that shapes computed from a damaged config cannot overflow or ask for exabytes.
+        for (field, v, max) in [
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, 4 * MAX_WIDTH),
+            ("num_channels", self.num_channels, 3),
         ] {
             if v == 0 {
                 return Err(Self::bad(field, "must be positive"));
             }
+            if v > max {
+                return Err(Self::bad(field, format!("{v} is above the supported maximum of {max}")));
+            }
+        }
+        if self.num_channels == 2 {
+            return Err(Self::bad(
+                "num_channels",
+                "2 channels: only 1 (gray) or 3 (RGB) are supported",
+            ));
+        }
+        if let Some((field, v)) = [
+            ("image_size", self.image_size.hw()),
+            ("patch_size", self.patch_size.hw()),
+        ]
+        .into_iter()
+        .find(|(_, (h, w))| *h > MAX_IMAGE_SIDE || *w > MAX_IMAGE_SIDE)
+        {
+            return Err(Self::bad(
+                field,
+                format!(
+                    "{}x{} is above the supported maximum of {MAX_IMAGE_SIDE} a side",
+                    v.0, v.1
+                ),
+            ));
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Self::bad(
@@ -154,6 +191,16 @@ impl ViTConfig {
                 format!("image {ih}x{iw} is not divisible into {ph}x{pw} patches"),
             ));
         }
+        if (ih / ph) * (iw / pw) > MAX_PATCHES {
+            return Err(Self::bad(
+                "patch_size",
+                format!(
+                    "{}x{} patches of {ph}x{pw}: above the supported maximum of {MAX_PATCHES} patches",
+                    ih / ph,
+                    iw / pw
+                ),
+            ));
+        }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(Self::bad(
                 "layer_norm_eps",
@@ -164,6 +211,12 @@ impl ViTConfig {
         if let Some(map) = &self.id2label {
             if map.is_empty() {
                 return Err(Self::bad("id2label", "is empty"));
+            }
+            if map.len() > MAX_LABELS {
+                return Err(Self::bad(
+                    "id2label",
+                    format!("{} labels: above the supported maximum of {MAX_LABELS}", map.len()),
+                ));
             }
             for i in 0..map.len() {
                 if !map.contains_key(&i.to_string()) {
@@ -359,6 +412,12 @@ impl TimmConfig {
         if let Some(names) = &self.label_names {
             cfg.set_labels(names);
         } else if let Some(n) = self.num_classes.filter(|&n| n > 0) {
+            if n > MAX_LABELS {
+                return Err(bad(
+                    "num_classes",
+                    format!("{n} is above the supported maximum of {MAX_LABELS}"),
+                ));
+            }
             cfg.set_labels(&(0..n).map(|i| format!("LABEL_{i}")).collect::<Vec<_>>());
         }
         cfg.validate()?;

@@ -105,7 +105,7 @@ impl Model {
         let preprocessor = match (files.preprocessor, timm_pre) {
             (Some(bytes), _) => Preprocessor::from_json(bytes, &config)?,
             (None, Some(p)) => Preprocessor::new(timm_preprocessor(&p)?, &config)?,
-            (None, None) => Preprocessor::default_for(&config),
+            (None, None) => Preprocessor::default_for(&config)?,
         };
         let net = ViTForImageClassification::load(config, &VarBuilder::new(&ckpt, layout), reuse_head, opts.head_seed)?;
         Ok(Self {

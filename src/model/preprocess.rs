@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 use super::config::ViTConfig;
 use super::error::{ModelError, ModelFile, Result};
 
+/// The largest image side [`Image::decode`] accepts, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most pixels [`Image::decode`] accepts (a 48-megapixel phone photo fits).
+pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
+/// The decoder's allocation cap, in bytes.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// A decoder error in words: "cannot decode: ..." (or the limit it hit).
+fn limit_message(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => format!("too large to decode within {} MiB: {l}", MAX_DECODE_BYTES >> 20),
+        e => format!("cannot decode: {e}"),
+    }
+}
+
+/// Whether a JPEG's last scan is followed by an end-of-image marker. Scan data never holds
+/// `FF DA` (start of scan) or `FF D9` (end of image): an `FF` byte there is stuffed with `00` or
+/// is a restart marker. So the file is complete iff an `FF D9` follows its last `FF DA` (an
+/// earlier EXIF thumbnail's markers come before the main image's scan).
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let marker = |m: u8| move |w: &[u8]| w == [0xFF, m];
+    let windows = || bytes.windows(2);
+    match windows().rposition(marker(0xDA)) {
+        Some(sos) => windows().skip(sos).any(marker(0xD9)),
+        None => false,
+    }
+}
+
 /// A decoded 8-bit image, row-major `[H, W, C]` with `C` = 1 (gray) or 3 (RGB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -54,11 +82,45 @@ impl Image {
         }
     }
 
-    /// Decodes PNG, JPEG, BMP, GIF or WebP bytes.
+    /// Decodes PNG, JPEG, BMP, GIF or WebP bytes. The dimensions are read from the header and
+    /// checked against [`MAX_IMAGE_SIDE`] and [`MAX_IMAGE_PIXELS`] before any pixel is
+    /// allocated (a few kilobytes of PNG can claim 20,000 x 20,000 pixels); the decoder's own
+    /// allocations are capped at [`MAX_DECODE_BYTES`]. A JPEG whose data stops before its end
+    /// marker is refused (the decoder would fill the rest grey).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let img = image::load_from_memory(bytes).map_err(|e| ModelError::Image {
-            reason: format!("cannot decode: {e}"),
+        let bad = |reason: String| ModelError::Image { reason };
+        // Reading the header allocates no pixels; the decode runs under limits.
+        let reader = |limited: bool| {
+            let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+                .with_guessed_format()
+                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            let mut limits = image::Limits::default();
+            if limited {
+                limits.max_image_width = Some(MAX_IMAGE_SIDE);
+                limits.max_image_height = Some(MAX_IMAGE_SIDE);
+            }
+            limits.max_alloc = Some(MAX_DECODE_BYTES);
+            r.limits(limits);
+            Ok::<_, ModelError>(r)
+        };
+        let first = reader(false)?;
+        let format = first.format().ok_or_else(|| {
+            // "format" lets the page fall back to the browser's decoder (AVIF, ...).
+            bad("cannot decode: unknown image format (not PNG, JPEG, BMP, GIF or WebP)".into())
         })?;
+        let (w, h) = first.into_dimensions().map_err(|e| bad(limit_message(e)))?;
+        if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+            return Err(bad(format!(
+                "{w}x{h} pixels is too large: at most {MAX_IMAGE_SIDE} pixels a side and {} megapixels",
+                MAX_IMAGE_PIXELS / 1_000_000
+            )));
+        }
+        if format == image::ImageFormat::Jpeg && !jpeg_complete(bytes) {
+            return Err(bad(
+                "truncated JPEG: the data stops before the image's end marker".into()
+            ));
+        }
+        let img = reader(true)?.decode().map_err(|e| bad(limit_message(e)))?;
         Ok(Self::from_dynamic(img))
     }
 
@@ -223,9 +285,9 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// HF `ViTImageProcessor` defaults for a model: resize to its image size, bilinear,
     /// rescale by 1/255, normalise with mean = std = 0.5.
-    pub fn default_for(model: &ViTConfig) -> Self {
+    pub fn default_for(model: &ViTConfig) -> Result<Self> {
         let cfg: PreprocessorConfig = serde_json::from_str("{}").expect("defaults");
-        Self::new(cfg, model).expect("defaults are valid")
+        Self::new(cfg, model)
     }
 
     pub fn from_json(bytes: &[u8], model: &ViTConfig) -> Result<Self> {
@@ -255,6 +317,18 @@ impl Preprocessor {
         };
         let mean = per_channel("image_mean", &config.image_mean)?;
         let std = per_channel("image_std", &config.image_std)?;
+        if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+            return Err(bad("image_mean", format!("must be finite, got {m}")));
+        }
+        if !(config.rescale_factor.is_finite()
+            && config.rescale_factor as f32 != 0.0
+            && (config.rescale_factor as f32).is_finite())
+        {
+            return Err(bad(
+                "rescale_factor",
+                format!("must be a finite non-zero number, got {}", config.rescale_factor),
+            ));
+        }
         if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(bad("image_std", format!("must be positive, got {s}")));
         }
