@@ -434,6 +434,8 @@ fn load_round_trip(f: &Folder) -> bool {
 
 /// One execution, ready to run: whether its input was accepted.
 type Run = Box<dyn Fn() -> bool>;
+/// Makes one execution's input (mutated from the seeds) and its run.
+type Exec = Box<dyn Fn(&mut StdRng) -> (Vec<u8>, Run)>;
 
 struct Target {
     name: &'static str,
@@ -441,7 +443,7 @@ struct Target {
     budget: fn(usize) -> usize,
     /// One execution on a mutated input, from the seeds: the input and the run, which says
     /// whether the input was accepted.
-    exec: Box<dyn Fn(&mut StdRng) -> (Vec<u8>, Run)>,
+    exec: Exec,
 }
 
 /// Model inputs: a few times the input (f16 and bf16 widen to f32; export copies), plus slack.
