@@ -43,6 +43,7 @@ package: web
 test-e2e: web
 	$(CARGO) build --locked --bin flops
 	node tests/e2e/e2e.mjs
+	node tests/e2e/bad_input.mjs
 
 # A Vite 7 app imports the package; the built bundle must contain the wasm.
 test-npm: package

@@ -1,6 +1,6 @@
 """Writes the odd-shaped test images of tests/fixtures/images/ (page vs CLI preprocessing, e2e):
-non-square, colour, odd sizes, one JPEG, one grayscale, one palette PNG. Deterministic (no
-randomness): gradients and shapes drawn with Pillow.
+non-square, colour, odd sizes, one JPEG, one grayscale, one palette PNG, one 16-bit grayscale
+PNG and one CMYK JPEG. Deterministic (no randomness): gradients and shapes drawn with Pillow.
 
     python scripts/make_test_images.py
 """
@@ -30,6 +30,12 @@ def main() -> None:
     pattern(37, 83).save(OUT / "tall-colour-37x83.jpg", quality=85)
     pattern(45, 31).convert("L").save(OUT / "gray-45x31.png")
     pattern(29, 53).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(OUT / "palette-29x53.png")
+    # 16 bits per sample: the 8-bit gray pattern scaled by 257 (PIL's "I;16").
+    gray = pattern(33, 21).convert("L")
+    wide = Image.new("I;16", gray.size)
+    wide.putdata([v * 257 for v in gray.get_flattened_data()])
+    wide.save(OUT / "gray16-33x21.png")
+    pattern(27, 35).convert("CMYK").save(OUT / "cmyk-27x35.jpg", quality=90)
     for p in sorted(OUT.iterdir()):
         print(p.name, p.stat().st_size, "bytes")
 

@@ -1,16 +1,18 @@
 """SVG plots of `flops bench learn`'s JSON (no plotting library needed).
 
-    python3 scripts/plot_learn.py docs/learn.json docs/
+    python3 scripts/plot_learn.py --variance docs/learn/variance.json \
+        --curves docs/learn/curves.json docs/learn/exact.json docs/
 
 writes `learn_accuracy.svg` (validation accuracy against cumulative forward GFLOPs, mean of the
-seeds with a +-1 sd band, per variant) and `learn_variance.svg` (each variant's gradient-MSE gain
-over uniform-over-cells at each checkpoint, with its bootstrap 90% interval).
+seeds with a +-1 sd band, per variant, from every curves file; a variant already drawn is not
+drawn again) and `learn_variance.svg` (each variant's gradient-MSE gain over uniform-over-cells
+at each checkpoint, with its bootstrap 90% interval).
 """
 import json
 import sys
 from pathlib import Path
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
 W, H, L, R, T, B = 680, 400, 70, 200, 30, 50
 
 
@@ -51,8 +53,7 @@ def accuracy_plot(d, path):
                        lambda x: f"{x:.0f}", lambda y: f"{100 * y:.0f}%")
     for k, c in enumerate(curves):
         col = COLOURS[k % len(COLOURS)]
-        pts = [(0.0, None)] + [(p["flops"] / 1e9, p["accuracy"]) for p in c["points"]]
-        pts = pts[1:]
+        pts = [(p["flops"] / 1e9, p["accuracy"]) for p in c["points"]]
         upper = " ".join(f"{sx(x)},{sy(a['mean'] + a['sd'])}" for x, a in pts)
         lower = " ".join(f"{sx(x)},{sy(a['mean'] - a['sd'])}" for x, a in reversed(pts))
         out.append(f'<polygon points="{upper} {lower}" fill="{col}" opacity="0.15"/>')
@@ -95,10 +96,22 @@ def variance_plot(d, path):
 
 
 def main():
-    src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-    d = json.loads(src.read_text())
-    accuracy_plot(d, dst / "learn_accuracy.svg")
-    variance_plot(d, dst / "learn_variance.svg")
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variance", type=Path, required=True)
+    ap.add_argument("--curves", type=Path, nargs="+", required=True)
+    ap.add_argument("out", type=Path)
+    a = ap.parse_args()
+    curves, seen = [], set()
+    for f in a.curves:
+        for c in json.loads(f.read_text())["learning"]:
+            if c["variant"] not in seen:
+                seen.add(c["variant"])
+                curves.append(c)
+    dst = a.out
+    accuracy_plot({"learning": curves}, dst / "learn_accuracy.svg")
+    variance_plot(json.loads(a.variance.read_text()), dst / "learn_variance.svg")
     print(f"wrote {dst / 'learn_accuracy.svg'} and {dst / 'learn_variance.svg'}")
 
 

@@ -567,3 +567,51 @@ fn cpu_and_gpu_trainers_take_the_same_first_step() {
     let rel = rel_err("first trainer step's update", &dg, &dc);
     assert!(rel <= 1e-3, "update relative error {rel:.3e}");
 }
+
+/// Same seed, same result, on each backend: two trainers with one config (the last block,
+/// site-wise, the FLOPS allocator learning as it goes) take three steps each; every step's
+/// event (timing apart) and the tuned parameters after them are bit-identical between the two
+/// runs of one backend.
+#[test]
+fn same_seed_same_run_on_each_backend() {
+    let (net, train) = animal_model();
+    let pre = Model::embedded_default().unwrap().preprocessor;
+    let data = Examples::prepare(&train, &pre).unwrap();
+    let mut config = animal_config(3);
+    config.tuning = Tuning::Last(1);
+    config.perturb = Perturb::Site;
+    config.allocator = AllocatorKind::Flops;
+    config.queries_per_point = 14;
+    let run = |backend: Box<dyn Backend>| {
+        let mut t = Trainer::new(backend, config.clone(), data.clone()).unwrap();
+        let events: Vec<String> = (0..3)
+            .map(|_| {
+                let mut e = block_on(t.step()).unwrap();
+                e.queries_per_second = 0.0;
+                format!("{e:?}")
+            })
+            .collect();
+        let tensors = t.tuned_tensors().to_vec();
+        let params: Vec<u32> = block_on(t.backend.read_params(&tensors))
+            .unwrap()
+            .iter()
+            .map(|p| p.to_bits())
+            .collect();
+        (events, params)
+    };
+    for (name, make) in [
+        (
+            "cpu",
+            Box::new(|| Box::new(CpuBackend::fast(net.clone())) as Box<dyn Backend>)
+                as Box<dyn Fn() -> Box<dyn Backend>>,
+        ),
+        (
+            "gpu",
+            Box::new(|| Box::new(GpuBackend::new(ctx(), net.clone()).unwrap()) as Box<dyn Backend>),
+        ),
+    ] {
+        let (a, b) = (run(make()), run(make()));
+        assert_eq!(a.0, b.0, "{name}: step events differ between two runs of one seed");
+        assert!(a.1 == b.1, "{name}: parameters differ between two runs of one seed");
+    }
+}

@@ -50,11 +50,13 @@ function calibrationText(d) {
 const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
 
 async function start(model) {
-  if (app.learner) { await app.learner.dispose(); app.learner = null; }
-  $('start').disabled = true; $('export').disabled = true;
   const device = new URLSearchParams(location.search).get('device') || 'auto';
+  // The new learner first: if the model does not load, the old one (its examples and trained
+  // weights) stays in use.
   const learner = await createLearner({ model, device, onProgress });
+  if (app.learner) await app.learner.dispose().catch(() => {});
   app.learner = learner;
+  $('start').disabled = true; $('export').disabled = true;
   showDevice(learner.device);
   const m = learner.model;
   $('model-info').textContent = `${model ? 'Local model' : 'Embedded default (tiny ViT pretrained on MNIST)'}: ${m.imageSize.join('x')} px, ${m.channels} channel(s), ${m.layers} layers, hidden ${m.hiddenSize}, ${m.parameters.toLocaleString()} parameters; labels: ${m.labels.slice(0, 12).join(', ')}${m.labels.length > 12 ? '…' : ''}`;
@@ -88,16 +90,28 @@ async function renderClasses() {
   $('start').disabled = s.classes.length < 2 || s.counts.some((c) => c === 0);
 }
 
+const isImageFile = (f) => f.type.startsWith('image/') || /\.(png|jpe?g|gif|bmp|webp|avif)$/i.test(f.name);
+
+/** Lists every file that was not added, each with why (the messages persist until the next add). */
+function showSkipped(errors) {
+  const ul = $('data-messages'); ul.innerHTML = '';
+  for (const e of errors) { const li = document.createElement('li'); li.textContent = e; ul.append(li); }
+}
+
 async function addFiles(classIndex, files) {
-  const list = Array.from(files).filter((f) => f.type.startsWith('image/') || /\.(png|jpe?g|gif|bmp|webp)$/i.test(f.name));
+  const all = Array.from(files);
+  const list = all.filter(isImageFile);
+  const errors = all.filter((f) => !isImageFile(f)).map((f) => `${f.name}: not an image file (by its name and type), skipped`);
   status(`Adding ${list.length} images…`);
-  const errors = [];
+  let added = 0;
   for (let i = 0; i < list.length; i += 64) {
     const r = await app.learner.addExamples(classIndex, list.slice(i, i + 64));
     errors.push(...r.errors);
-    status(`Added ${Math.min(i + 64, list.length)} / ${list.length} images…`);
+    added += list.slice(i, i + 64).length - r.errors.length;
+    status(`Added ${added} of ${list.length} images…`);
   }
-  status(errors.length ? `Skipped ${errors.length}: ${errors.slice(0, 3).join('; ')}` : `Added ${list.length} images.`);
+  showSkipped(errors);
+  status(`Added ${added} image${added === 1 ? '' : 's'} to ${app.classes[classIndex]}${errors.length ? `; skipped ${errors.length} (listed below the classes)` : ''}.`);
   await renderClasses();
 }
 

@@ -12,6 +12,39 @@ use super::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use super::trainer::TrainConfig;
 use super::tuning::{Perturb, Tuning};
 
+/// Upper bounds of the options, far above any useful run: a value beyond them is a typo or a
+/// unit mistake, refused with the range rather than run.
+pub const MAX_STEPS: usize = 1_000_000;
+pub const MAX_BATCH: usize = 4_096;
+pub const MAX_QUERIES_PER_POINT: usize = 4_096;
+pub const MAX_LEARNING_RATE: f64 = 10.0;
+pub const MAX_NOISE: f64 = 10.0;
+
+/// A serde type error on option `key` (given `value`) in plain words: which option, what it
+/// takes, what it got.
+fn plain_type_error(key: &str, value: &serde_json::Value, serde: &str) -> String {
+    let wants = match serde
+        .split("expected ")
+        .nth(1)
+        .map(|s| s.split(" at line").next().unwrap_or(s))
+    {
+        Some(t) if t.starts_with("usize") || t.starts_with("u64") || t.starts_with("u32") => "a whole number",
+        Some(t) if t.starts_with("f32") || t.starts_with("f64") => "a number",
+        Some(t) if t.starts_with("a boolean") || t.starts_with("bool") => "true or false",
+        Some(t) if t.starts_with("a string") => "text",
+        _ => "another value",
+    };
+    let got = match value {
+        serde_json::Value::Null => "nothing (null, or NaN from JavaScript)".to_string(),
+        serde_json::Value::String(s) => format!("the text \"{s}\""),
+        other => other.to_string(),
+    };
+    if serde.starts_with("unknown field") {
+        return serde.split(" at line").next().unwrap_or(serde).to_string();
+    }
+    format!("{key} must be {wants}, got {got}")
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct TrainOptions {
@@ -138,8 +171,51 @@ impl TrainOptions {
             Ok(serde_json::Value::Object(m)) => m,
             _ => return Err(bad("preset did not serialise to an object".into())),
         };
-        merged.extend(given);
-        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| bad(format!("training options: {e}")))
+        let base = merged.clone();
+        merged.extend(given.clone());
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| {
+            // Name the first key whose value does not fit, in plain words.
+            let culprit = given.iter().find_map(|(k, v)| {
+                let mut one = base.clone();
+                one.insert(k.clone(), v.clone());
+                serde_json::from_value::<Self>(serde_json::Value::Object(one))
+                    .err()
+                    .map(|e| (k, v, e))
+            });
+            match culprit {
+                Some((k, v, e)) => bad(plain_type_error(k, v, &e.to_string())),
+                None => bad(format!("training options: {e}")),
+            }
+        })
+    }
+
+    /// The allowed range of every numeric option, checked by [`Self::to_config`]: (name,
+    /// value, least, most).
+    fn ranges(&self) -> [(&'static str, f64, f64, f64); 7] {
+        [
+            ("steps", self.steps as f64, 1.0, MAX_STEPS as f64),
+            ("batch", self.batch as f64, 1.0, MAX_BATCH as f64),
+            (
+                "queriesPerPoint",
+                self.queries_per_point as f64,
+                1.0,
+                MAX_QUERIES_PER_POINT as f64,
+            ),
+            (
+                "learningRate",
+                self.learning_rate as f64,
+                f64::MIN_POSITIVE,
+                MAX_LEARNING_RATE,
+            ),
+            (
+                "headLearningRate",
+                self.head_learning_rate.unwrap_or(self.learning_rate) as f64,
+                f64::MIN_POSITIVE,
+                MAX_LEARNING_RATE,
+            ),
+            ("noiseScale", self.noise_scale as f64, f64::MIN_POSITIVE, MAX_NOISE),
+            ("evalEvery", self.eval_every as f64, 0.0, MAX_STEPS as f64),
+        ]
     }
 
     /// The names `optimizer` takes.
@@ -149,6 +225,21 @@ impl TrainOptions {
 
     /// The run these options describe; `default_seed` where `seed` is not set.
     pub fn to_config(&self, default_seed: u64) -> Result<TrainConfig, LearnError> {
+        for (name, v, least, most) in self.ranges() {
+            if !(v >= least && v <= most) {
+                let range = if least == f64::MIN_POSITIVE {
+                    format!("above 0 and at most {most}")
+                } else {
+                    format!("from {least} to {most}")
+                };
+                return Err(bad(format!("{name} must be {range}, got {v}")));
+            }
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(bad(format!("clipNorm must be above 0 (or null: no clipping), got {c}")));
+            }
+        }
         let estimator = EstimatorKind::parse(&self.estimator, self.noise_scale, self.antithetic)?;
         estimator.validate()?;
         let allocator: AllocatorKind = self.allocator.parse()?;
@@ -172,15 +263,6 @@ impl TrainOptions {
                 )))
             }
         };
-        for (name, v) in [
-            ("steps", self.steps),
-            ("batch", self.batch),
-            ("queriesPerPoint", self.queries_per_point),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("{name} must be at least 1")));
-            }
-        }
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(bad(format!(
                 "validationFraction must be in [0, 1), got {}",
@@ -231,8 +313,8 @@ mod tests {
         assert!(with(|o| o.estimator = "adam".into()).contains("lr, spsa, es"));
         assert!(with(|o| o.optimizer = "lion".into()).contains("adam, sgd"));
         assert!(with(|o| o.steps = 0).contains("steps"));
-        assert!(with(|o| o.noise_scale = f32::NAN).contains("noise scale"));
-        assert!(with(|o| o.learning_rate = -1.0).contains("learning rate"));
+        assert!(with(|o| o.noise_scale = f32::NAN).contains("noiseScale"));
+        assert!(with(|o| o.learning_rate = -1.0).contains("learningRate"));
         let es = TrainOptions {
             estimator: "es".into(),
             ..Default::default()
@@ -242,6 +324,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("stepz"), "{e}");
+    }
+
+    /// Every bad value is named with what the option takes (the page's form and API errors).
+    #[test]
+    fn bad_values_are_named_with_their_range() {
+        let err = |s: &str| {
+            TrainOptions::from_json(serde_json::from_str(s).unwrap())
+                .and_then(|o| o.to_config(0).map(|_| ()))
+                .unwrap_err()
+                .to_string()
+        };
+        for (json, says) in [
+            (r#"{"steps": -1}"#, "steps must be a whole number, got -1"),
+            (r#"{"steps": 0}"#, "steps must be from 1 to 1000000, got 0"),
+            (r#"{"batch": 0}"#, "batch must be from 1 to 4096, got 0"),
+            (r#"{"batch": "8"}"#, "batch must be a whole number, got the text \"8\""),
+            (r#"{"queriesPerPoint": 0}"#, "queriesPerPoint must be from 1"),
+            (
+                r#"{"learningRate": null}"#,
+                "learningRate must be a number, got nothing (null, or NaN",
+            ),
+            (
+                r#"{"learningRate": 1e6}"#,
+                "learningRate must be above 0 and at most 10, got 1000000",
+            ),
+            (r#"{"learningRate": -0.1}"#, "learningRate must be above 0"),
+            (r#"{"noiseScale": 0}"#, "noiseScale must be above 0"),
+            (r#"{"antithetic": 1}"#, "antithetic must be true or false"),
+            (r#"{"stepz": 10}"#, "unknown field `stepz`, expected one of"),
+        ] {
+            let e = err(json);
+            assert!(e.contains(says), "{json}: {e}");
+        }
     }
 
     #[test]

@@ -89,6 +89,9 @@ impl Image {
     /// marker is refused (the decoder would fill the rest grey).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |reason: String| ModelError::Image { reason };
+        if bytes.is_empty() {
+            return Err(bad("empty file (0 bytes)".into()));
+        }
         // Reading the header allocates no pixels; the decode runs under limits.
         let reader = |limited: bool| {
             let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))

@@ -3,16 +3,11 @@
 // of steps (head only), then checks the adapter, the validation accuracy, the allocation, the
 // export (loaded by the native CLI) and that no request left the page's origin.
 //   node tests/e2e/e2e.mjs   (after scripts/build-web.sh; from anywhere)
-import { chromium } from 'playwright-core';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { withPage, root, out, fail } from './harness.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const out = join(root, 'target', 'e2e');
-mkdirSync(out, { recursive: true });
 // Thresholds. Chance on Animal-Shape is 10%; the new head starts near it. Training runs on WebGPU
 // (SwiftShader, ~0.1 GFLOP/s: about 1.3 s per step of 8 images), so the run is short: 60 steps of
 // 8 images with 4 antithetic LR queries each (head only, lr 0.3). Measured on 2 CPUs: 60 steps in
@@ -21,33 +16,7 @@ mkdirSync(out, { recursive: true });
 const STEPS = 60, BATCH = 8, N_BAR = 4, LR = 0.3, MIN_VAL_ACC = 0.2;
 // GPU training is required unless E2E_REQUIRE_GPU_TRAINING=0 (e.g. a browser without WebGPU).
 const REQUIRE_GPU_TRAINING = process.env.E2E_REQUIRE_GPU_TRAINING !== '0';
-const t0 = Date.now();
-const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
-const log = (...a) => console.log(`[e2e ${elapsed()}]`, ...a);
-const fail = (msg) => { throw new Error(msg); };
-
-const server = spawn(process.execPath, [join(root, 'web', 'serve.mjs'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-const url = await new Promise((res, rej) => {
-  server.stdout.on('data', (d) => { const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(String(d)); if (m) res(m[0]); });
-  server.on('exit', (c) => rej(new Error(`server exited ${c}`)));
-});
-const origin = new URL(url).origin;
-const profile = mkdtempSync(join(tmpdir(), 'flops-e2e-'));
-let context;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
-  });
-  const foreign = [];
-  const watch = (req) => { const u = req.url(); if (!u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:')) foreign.push(u); };
-  context.on('request', watch); // pages and their workers
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (m) => { if (m.type() === 'error') log('console error:', m.text()); });
-  page.on('pageerror', (e) => log('page error:', e.message));
-
+await withPage('e2e', async ({ url, page, log }) => {
   // Part 1: training forced onto WebGPU (`?device=webgpu`; `auto` picks the CPU on SwiftShader).
   await page.goto(REQUIRE_GPU_TRAINING ? `${url}?device=webgpu` : url);
   await page.waitForFunction(() => window.flopsApp && window.flopsApp.learner, null, { timeout: 60000 });
@@ -183,10 +152,4 @@ try {
   const bad = await page.evaluate(() => window.flopsApp.learner.train({ preset: 'fastest' }).then(() => 'no error', (e) => e.message));
   if (!bad.includes('quick, best')) fail(`an unknown preset gave: ${bad}`);
 
-  if (foreign.length) fail(`requests left the origin: ${foreign.join(', ')}`);
-  log(`PASS (${elapsed()})`);
-} finally {
-  if (context) await context.close();
-  server.kill();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

@@ -1,0 +1,54 @@
+// What every end-to-end script shares: the page's own server, Debian's Chromium with WebGPU
+// (SwiftShader via --enable-unsafe-webgpu) in a fresh profile, a watch on requests that leave
+// the page's origin, and timestamped logging.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const out = join(root, 'target', 'e2e');
+mkdirSync(out, { recursive: true });
+
+const t0 = Date.now();
+export const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
+export const fail = (msg) => { throw new Error(msg); };
+
+/**
+ * Runs `body({ url, page, context, log })` against the served page and fails if any request
+ * left the origin; everything is torn down afterwards.
+ */
+export async function withPage(name, body) {
+  const log = (...a) => console.log(`[${name} ${elapsed()}]`, ...a);
+  const server = spawn(process.execPath, [join(root, 'web', 'serve.mjs'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((res, rej) => {
+    server.stdout.on('data', (d) => { const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(String(d)); if (m) res(m[0]); });
+    server.on('exit', (c) => rej(new Error(`server exited ${c}`)));
+  });
+  const origin = new URL(url).origin;
+  const profile = mkdtempSync(join(tmpdir(), 'flops-e2e-'));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+    });
+    const foreign = [];
+    const watch = (req) => { const u = req.url(); if (!u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:')) foreign.push(u); };
+    context.on('request', watch); // pages and their workers
+    const page = context.pages()[0] || (await context.newPage());
+    page.on('console', (m) => { if (m.type() === 'error') log('console error:', m.text()); });
+    page.on('pageerror', (e) => log('page error:', e.message));
+    await body({ url, page, context, log });
+    if (foreign.length) fail(`requests left the origin: ${foreign.join(', ')}`);
+    log(`PASS (${elapsed()})`);
+  } finally {
+    if (context) await context.close();
+    server.kill();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
