@@ -44,6 +44,7 @@ test-e2e: web
 	$(CARGO) build --locked --bin flops
 	node tests/e2e/e2e.mjs
 	node tests/e2e/bad_input.mjs
+	node tests/e2e/scale.mjs
 
 # A Vite 7 app imports the package; the built bundle must contain the wasm.
 test-npm: package

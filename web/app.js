@@ -98,7 +98,8 @@ function showSkipped(errors) {
   for (const e of errors) { const li = document.createElement('li'); li.textContent = e; ul.append(li); }
 }
 
-async function addFiles(classIndex, files) {
+/** Adds files to a class; returns the skipped ones' messages (shown unless `show` is false). */
+async function addFiles(classIndex, files, show = true) {
   const all = Array.from(files);
   const list = all.filter(isImageFile);
   const errors = all.filter((f) => !isImageFile(f)).map((f) => `${f.name}: not an image file (by its name and type), skipped`);
@@ -110,9 +111,10 @@ async function addFiles(classIndex, files) {
     added += list.slice(i, i + 64).length - r.errors.length;
     status(`Added ${added} of ${list.length} images…`);
   }
-  showSkipped(errors);
+  if (show) showSkipped(errors);
   status(`Added ${added} image${added === 1 ? '' : 's'} to ${app.classes[classIndex]}${errors.length ? `; skipped ${errors.length} (listed below the classes)` : ''}.`);
   await renderClasses();
+  return errors;
 }
 
 async function ensureClass(name) {
@@ -144,11 +146,35 @@ async function dropFolder(items) {
   }
   if (!classDirs.length) throw new Error('drop a folder whose subfolders are classes');
   classDirs.sort((a, b) => a.name.localeCompare(b.name));
+  const skipped = [];
   for (const d of classDirs) {
     const files = await Promise.all((await readEntries(d)).filter((e) => e.isFile).map(entryFile));
     const ci = await ensureClass(d.name);
-    await addFiles(ci, files);
+    skipped.push(...(await addFiles(ci, files, false)));
   }
+  showSkipped(skipped);
+}
+
+/** A picked folder (`<input webkitdirectory>`): each subfolder is a class (files directly in
+ * the picked folder make a class of its own name), as a drop. */
+async function pickFolder(files) {
+  const byClass = new Map();
+  for (const f of Array.from(files)) {
+    const parts = (f.webkitRelativePath || f.name).split('/');
+    const cls = parts.length >= 3 ? parts[parts.length - 2] : parts[0];
+    if (!byClass.has(cls)) byClass.set(cls, []);
+    byClass.get(cls).push(f);
+  }
+  if (!byClass.size) throw new Error('the picked folder is empty');
+  const skipped = [];
+  const names = [...byClass.keys()].sort((a, b) => a.localeCompare(b));
+  for (const name of names) {
+    const ci = await ensureClass(name);
+    skipped.push(...(await addFiles(ci, byClass.get(name), false)));
+  }
+  showSkipped(skipped);
+  const total = [...byClass.values()].reduce((n, fs) => n + fs.length, 0) - skipped.length;
+  status(`Added ${total} images in ${names.length} classes from the folder${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
 }
 
 // ---- webcam ---------------------------------------------------------------------------------
@@ -311,6 +337,7 @@ const dz = $('dropzone');
 dz.ondragover = (e) => { e.preventDefault(); dz.classList.add('over'); };
 dz.ondragleave = () => dz.classList.remove('over');
 dz.ondrop = (e) => { e.preventDefault(); dz.classList.remove('over'); dropFolder(e.dataTransfer.items).catch(fail); };
+$('data-folder').onchange = (e) => pickFolder(e.target.files).catch(fail);
 $('start').onclick = () => train();
 $('stop').onclick = () => app.learner.stopTraining().catch(fail);
 $('preset').onchange = () => applyPreset($('preset').value).catch(fail);

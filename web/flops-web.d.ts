@@ -225,6 +225,11 @@ export interface Learner {
   stopTraining(): Promise<boolean>;
   predict(image: ImageInput): Promise<Prediction>;
   exportModel(): Promise<ExportedModel>;
+  /**
+   * What the worker holds: the wasm memory (every example, at model-input size, and the model)
+   * and the worker's JS heap where the browser reports it (Chromium), else null.
+   */
+  memory(): Promise<{ wasmBytes: number; jsHeapBytes: number | null }>;
   /** Frees the wasm memory and terminates the worker. */
   dispose(): Promise<void>;
 }

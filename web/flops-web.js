@@ -136,6 +136,10 @@ class Learner {
     return this._call('predict', { image: msg }, transferOf(msg));
   }
 
+  /** What the worker holds: `{wasmBytes, jsHeapBytes}` (the wasm memory, which holds every
+   * example and the model; the worker's JS heap where the browser reports it, else null). */
+  memory() { return this._call('memory'); }
+
   /** The fine-tuned model as a HF folder: `{config, weights, preprocessor}` bytes. */
   exportModel() { return this._call('exportModel'); }
 

@@ -9,6 +9,7 @@
 import init, { createLearner, trainPreset } from './wasm/flops_web.js';
 
 let learner = null;
+let wasmMemory = null; // the wasm instance's linear memory, for `memory()`
 let stopRequested = false;
 let training = null; // the promise of the running training loop
 
@@ -150,7 +151,7 @@ async function trainLoop(id, params) {
 const methods = {
   async create({ model, device }) {
     progress('loading', { file: 'flops_web_bg.wasm' });
-    await init();
+    wasmMemory = (await init()).memory;
     progress('loading', { file: model ? 'model.safetensors' : 'embedded default model' });
     // Creating the learner also times a short forward on each device ("calibrating"; on WebGPU
     // this compiles every pipeline) to choose where `device: 'auto'` trains.
@@ -187,6 +188,10 @@ const methods = {
   predict: ({ image }) => predict(image),
   exportModel: () => exclusive(() => learner.exportModel()),
   modelInfo: () => learner.modelInfo(),
+  memory: () => ({
+    wasmBytes: wasmMemory ? wasmMemory.buffer.byteLength : 0,
+    jsHeapBytes: self.performance && performance.memory ? performance.memory.usedJSHeapSize : null,
+  }),
   preset: ({ name }) => trainPreset(name),
   async train({ params }, id) {
     if (training) throw new Error('training is already running; call stopTraining() first');
