@@ -1,7 +1,7 @@
 """SVG plots of `flops bench learn`'s JSON (no plotting library needed).
 
-    python3 scripts/plot_learn.py --variance docs/learn/variance.json \
-        --curves docs/learn/curves.json docs/learn/exact.json docs/
+    python3 scripts/plot_learn.py docs/ --variance docs/learn/variance.json \
+        --curves docs/learn/curves.json docs/learn/exact.json
 
 writes `learn_accuracy.svg` (validation accuracy against cumulative forward GFLOPs, mean of the
 seeds with a +-1 sd band, per variant, from every curves file; a variant already drawn is not
