@@ -52,11 +52,17 @@ const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<
 async function start(model) {
   const device = new URLSearchParams(location.search).get('device') || 'auto';
   // The new learner first: if the model does not load, the old one (its examples and trained
-  // weights) stays in use.
-  const learner = await createLearner({ model, device, onProgress });
+  // weights) stays in use. Start and Export wait meanwhile (work on the old learner would be lost).
+  $('start').disabled = true; $('export').disabled = true;
+  let learner;
+  try {
+    learner = await createLearner({ model, device, onProgress });
+  } catch (e) {
+    if (app.learner) { $('export').disabled = false; await renderClasses().catch(() => {}); }
+    throw e;
+  }
   if (app.learner) await app.learner.dispose().catch(() => {});
   app.learner = learner;
-  $('start').disabled = true; $('export').disabled = true;
   showDevice(learner.device);
   const m = learner.model;
   $('model-info').textContent = `${model ? 'Local model' : 'Embedded default (tiny ViT pretrained on MNIST)'}: ${m.imageSize.join('x')} px, ${m.channels} channel(s), ${m.layers} layers, hidden ${m.hiddenSize}, ${m.parameters.toLocaleString()} parameters; labels: ${m.labels.slice(0, 12).join(', ')}${m.labels.length > 12 ? '…' : ''}`;
@@ -153,28 +159,35 @@ async function dropFolder(items) {
     skipped.push(...(await addFiles(ci, files, false)));
   }
   showSkipped(skipped);
+  const total = (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
+  status(`Added the folder: ${classDirs.length} classes, ${total} training images in all${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
 }
 
-/** A picked folder (`<input webkitdirectory>`): each subfolder is a class (files directly in
- * the picked folder make a class of its own name), as a drop. */
+/** A picked folder (`<input webkitdirectory>`), as a drop: each subfolder is a class (images
+ * deeper down belong to it); without subfolders the folder itself is one class. Files beside
+ * the class folders, and folders without an image, are listed as skipped. */
 async function pickFolder(files) {
+  const all = Array.from(files).map((f) => ({ f, parts: (f.webkitRelativePath || f.name).split('/') }));
+  if (!all.length) throw new Error('the picked folder is empty');
+  const before = (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
+  const nested = all.some((x) => x.parts.length >= 3);
   const byClass = new Map();
-  for (const f of Array.from(files)) {
-    const parts = (f.webkitRelativePath || f.name).split('/');
-    const cls = parts.length >= 3 ? parts[parts.length - 2] : parts[0];
+  const skipped = [];
+  for (const { f, parts } of all) {
+    if (nested && parts.length < 3) { skipped.push(`${parts.join('/')}: not inside a class folder, skipped`); continue; }
+    const cls = nested ? parts[1] : parts[0];
     if (!byClass.has(cls)) byClass.set(cls, []);
     byClass.get(cls).push(f);
   }
-  if (!byClass.size) throw new Error('the picked folder is empty');
-  const skipped = [];
   const names = [...byClass.keys()].sort((a, b) => a.localeCompare(b));
   for (const name of names) {
+    if (!byClass.get(name).some(isImageFile)) { skipped.push(`${name}/: no image files, not made a class`); byClass.delete(name); continue; }
     const ci = await ensureClass(name);
     skipped.push(...(await addFiles(ci, byClass.get(name), false)));
   }
   showSkipped(skipped);
-  const total = [...byClass.values()].reduce((n, fs) => n + fs.length, 0) - skipped.length;
-  status(`Added ${total} images in ${names.length} classes from the folder${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
+  const after = (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
+  status(`Added ${after - before} images in ${byClass.size} classes from the folder${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
 }
 
 // ---- webcam ---------------------------------------------------------------------------------
@@ -337,7 +350,8 @@ const dz = $('dropzone');
 dz.ondragover = (e) => { e.preventDefault(); dz.classList.add('over'); };
 dz.ondragleave = () => dz.classList.remove('over');
 dz.ondrop = (e) => { e.preventDefault(); dz.classList.remove('over'); dropFolder(e.dataTransfer.items).catch(fail); };
-$('data-folder').onchange = (e) => pickFolder(e.target.files).catch(fail);
+// Cleared after each pick, so that picking the same folder again adds it again.
+$('data-folder').onchange = (e) => { const files = Array.from(e.target.files); e.target.value = ''; pickFolder(files).catch(fail); };
 $('start').onclick = () => train();
 $('stop').onclick = () => app.learner.stopTraining().catch(fail);
 $('preset').onchange = () => applyPreset($('preset').value).catch(fail);

@@ -117,6 +117,10 @@ class Learner {
    */
   train(params = {}, callbacks = {}) {
     if (!this._worker) return Promise.reject(new Error('the learner was disposed'));
+    // NaN and Infinity would cross into the core as null ("unset"): refuse them by name here.
+    for (const [k, v] of Object.entries(params || {})) {
+      if (typeof v === 'number' && !Number.isFinite(v)) return Promise.reject(new Error(`invalid training setting: ${k} must be a finite number, got ${v}`));
+    }
     const id = this._next;
     this._trainCallbacks.set(id, callbacks);
     return this._call('train', { params });

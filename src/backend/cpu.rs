@@ -557,6 +557,10 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    fn returns_head_streams(&self) -> bool {
+        true
+    }
+
     fn clean<'a>(&'a mut self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<CleanOut, LearnError>> {
         Box::pin(std::future::ready(self.clean_now(batch)))
     }

@@ -204,6 +204,10 @@ impl StepPlan {
 pub trait Backend {
     /// What the page and the logs call it: `"cpu"`, `"webgpu"` (in the browser) or `"gpu"`.
     fn name(&self) -> &'static str;
+    /// Whether [`Backend::clean`] returns [`CleanOut::head_streams`] (the exact head needs them).
+    fn returns_head_streams(&self) -> bool {
+        false
+    }
     /// The unperturbed forward of a batch.
     fn clean<'a>(&'a mut self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<CleanOut, LearnError>>;
     /// The loss of every query of `plan`, in plan order. Keeps what [`Backend::gradient`] needs.

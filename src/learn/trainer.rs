@@ -171,6 +171,16 @@ struct Queried {
     prefix_flops: f64,
 }
 
+/// The exact head on a backend whose clean pass does not return the head's inputs.
+fn exact_head_unsupported(backend: &str) -> LearnError {
+    LearnError::Config {
+        message: format!(
+            "the exact head needs the clean pass's head inputs, which the {backend} backend does not return \
+             (use the CPU backend)"
+        ),
+    }
+}
+
 /// Each group's query cost: the forward from its earliest site (with the first tuned block's
 /// clean projections reused), as the CPU backend runs it. The cost model of the allocator and
 /// the logs; the GPU backend runs every row from the first tuned block.
@@ -222,6 +232,9 @@ impl Trainer {
                               nothing would be left to perturb)"
                         .into(),
                 });
+            }
+            if !backend.returns_head_streams() {
+                return Err(exact_head_unsupported(backend.name()));
             }
             let head_lr = config.head_lr.unwrap_or(config.optimizer.lr) / config.optimizer.lr;
             let head = ExactHead::new(table, config.optimizer, head_lr)?;
@@ -384,15 +397,7 @@ impl Trainer {
         let head_streams = match (&self.head, clean.head_streams) {
             (None, _) => Vec::new(),
             (Some(_), Some(s)) => s,
-            (Some(_), None) => {
-                return Err(LearnError::Config {
-                    message: format!(
-                        "the exact head needs the clean pass's head inputs, which the {} backend does not return \
-                         (use the CPU backend)",
-                        self.backend.name()
-                    ),
-                })
-            }
+            (Some(_), None) => return Err(exact_head_unsupported(self.backend.name())),
         };
         let mut proxy = Vec::with_capacity(b);
         let mut correct = 0usize;

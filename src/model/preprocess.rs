@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::config::ViTConfig;
 use super::error::{ModelError, ModelFile, Result};
 
-/// The largest image side [`Image::decode`] accepts, in pixels.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The largest image side [`Image::decode`] accepts, in pixels (a panorama may be long; the
+/// pixel cap bounds the memory).
+pub const MAX_IMAGE_SIDE: u32 = 65_535;
 /// The most pixels [`Image::decode`] accepts (a 48-megapixel phone photo fits).
 pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
 /// The decoder's allocation cap, in bytes.
@@ -23,17 +24,40 @@ fn limit_message(e: image::ImageError) -> String {
     }
 }
 
-/// Whether a JPEG's last scan is followed by an end-of-image marker. Scan data never holds
-/// `FF DA` (start of scan) or `FF D9` (end of image): an `FF` byte there is stuffed with `00` or
-/// is a restart marker. So the file is complete iff an `FF D9` follows its last `FF DA` (an
-/// earlier EXIF thumbnail's markers come before the main image's scan).
+/// Whether a JPEG reaches its end-of-image marker: its segments are walked from the start
+/// (each marker's length skips its payload; a scan's entropy-coded data runs to the next marker
+/// that is not a stuffed `FF 00` or a restart marker) until `FF D9`. What follows the marker
+/// (a Motion Photo's video, a second image) is not looked at.
 fn jpeg_complete(bytes: &[u8]) -> bool {
-    let marker = |m: u8| move |w: &[u8]| w == [0xFF, m];
-    let windows = || bytes.windows(2);
-    match windows().rposition(marker(0xDA)) {
-        Some(sos) => windows().skip(sos).any(marker(0xD9)),
-        None => false,
+    let mut i = 2; // after SOI
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            0xFF => i += 1, // fill byte
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => i += 2, // standalone
+            _ => {
+                let Some(len) = bytes
+                    .get(i + 2..i + 4)
+                    .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+                else {
+                    return false;
+                };
+                i += 2 + len;
+                if marker == 0xDA {
+                    // Entropy-coded data up to the next real marker.
+                    let stuffed_or_restart = |b: u8| matches!(b, 0x00 | 0xD0..=0xD7);
+                    while i + 1 < bytes.len() && (bytes[i] != 0xFF || stuffed_or_restart(bytes[i + 1])) {
+                        i += 1;
+                    }
+                }
+            }
+        }
     }
+    false
 }
 
 /// A decoded 8-bit image, row-major `[H, W, C]` with `C` = 1 (gray) or 3 (RGB).
@@ -112,9 +136,15 @@ impl Image {
             bad("cannot decode: unknown image format (not PNG, JPEG, BMP, GIF or WebP)".into())
         })?;
         let (w, h) = first.into_dimensions().map_err(|e| bad(limit_message(e)))?;
-        if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
             return Err(bad(format!(
-                "{w}x{h} pixels is too large: at most {MAX_IMAGE_SIDE} pixels a side and {} megapixels",
+                "{w}x{h} pixels is too large: at most {MAX_IMAGE_SIDE} pixels a side"
+            )));
+        }
+        if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+            return Err(bad(format!(
+                "{w}x{h} pixels is too large: {:.0} megapixels, above the limit of {}",
+                w as f64 * h as f64 / 1e6,
                 MAX_IMAGE_PIXELS / 1_000_000
             )));
         }

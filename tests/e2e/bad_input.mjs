@@ -86,14 +86,17 @@ await withPage('bad-input', async ({ url, page, log }) => {
   for (const [params, says] of [
     [{ batch: 0 }, 'batch must be from 1'],
     [{ steps: -1 }, 'steps must be a whole number, got -1'],
-    [{ learningRate: NaN }, 'learningRate must be a number'],
+    [{ learningRate: NaN }, 'learningRate must be a finite number, got NaN'],
+    [{ clipNorm: Infinity }, 'clipNorm must be a finite number, got Infinity'],
+    [{ learningRate: '0.1' }, 'learningRate must be a number, got the text "0.1"'],
     [{ learningRate: 1e6 }, 'learningRate must be above 0 and at most 10'],
     [{ queriesPerPoint: 0 }, 'queriesPerPoint must be from 1'],
     [{ stepz: 10 }, 'unknown field `stepz`'],
   ]) {
     const e = await errorOf((l, p) => l.train(p), params);
-    log(`${JSON.stringify(params)}: ${e}`);
-    if (!e.includes(says)) fail(`${JSON.stringify(params)} gave: ${e}`);
+    const shown = Object.entries(params).map(([k, v]) => `${k}: ${typeof v === 'string' ? JSON.stringify(v) : v}`).join(', ');
+    log(`{${shown}}: ${e}`);
+    if (!e.includes(says)) fail(`{${shown}} gave: ${e}`);
   }
   // The same through the form: the page's status names the setting.
   await page.fill('#steps', '-1');
