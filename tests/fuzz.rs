@@ -709,6 +709,13 @@ fn huge_and_truncated_images_are_refused_up_front() {
     let mut trailing = jpg.clone();
     trailing.extend([0xFF, 0xDA, 0x00, 0x04, 1, 2, 0xFF, 0xD8, 9, 9, 0xFF, 0xDA, 7]);
     assert!(Image::decode(&trailing).is_ok(), "a JPEG with trailing data");
+    // Stray bytes between two segments (after SOI and APP0) are skipped, as libjpeg does.
+    let app0 = 4 + u16::from_be_bytes([jpg[4], jpg[5]]) as usize;
+    let stray = [&jpg[..app0], &[0u8, 0, 0][..], &jpg[app0..]].concat();
+    assert!(
+        Image::decode(&stray).is_ok(),
+        "a JPEG with stray bytes between segments"
+    );
     let e = Image::decode(b"just some text, named .png").unwrap_err().to_string();
     assert!(e.contains("unknown image format"), "{e}");
 }

@@ -26,13 +26,17 @@ fn limit_message(e: image::ImageError) -> String {
 
 /// Whether a JPEG reaches its end-of-image marker: its segments are walked from the start
 /// (each marker's length skips its payload; a scan's entropy-coded data runs to the next marker
-/// that is not a stuffed `FF 00` or a restart marker) until `FF D9`. What follows the marker
+/// that is not a stuffed `FF 00` or a restart marker; stray bytes between segments are skipped)
+/// until `FF D9`. What follows the marker
 /// (a Motion Photo's video, a second image) is not looked at.
 fn jpeg_complete(bytes: &[u8]) -> bool {
     let mut i = 2; // after SOI
     while i + 1 < bytes.len() {
         if bytes[i] != 0xFF {
-            return false;
+            // Stray bytes between segments (some encoders write them; libjpeg skips them with a
+            // warning): look for the next marker.
+            i += 1;
+            continue;
         }
         let marker = bytes[i + 1];
         match marker {
