@@ -353,7 +353,7 @@ fn mutate_json(rng: &mut StdRng, v: &mut Value) {
                 _ => Value::String("x".into()),
             }
         }
-        (_, Value::Number(_)) => *node = numbers[rng.random_range(0..12)].clone(),
+        // Anything else (and a number): a number.
         _ => *node = numbers[rng.random_range(0..12)].clone(),
     }
 }
@@ -684,7 +684,7 @@ fn huge_and_truncated_images_are_refused_up_front() {
         let start = out.len();
         out.extend(kind);
         out.extend(body);
-        let crc = crc32(&out[start..]);
+        let crc = crc32fast::hash(&out[start..]);
         out.extend(crc.to_be_bytes());
     };
     let mut ihdr = Vec::new();
@@ -718,16 +718,4 @@ fn huge_and_truncated_images_are_refused_up_front() {
     );
     let e = Image::decode(b"just some text, named .png").unwrap_err().to_string();
     assert!(e.contains("unknown image format"), "{e}");
-}
-
-/// CRC-32 (PNG's), for the crafted file above.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-    }
-    !c
 }

@@ -16,7 +16,6 @@ use flops_web::backend::cpu::CpuBackend;
 use flops_web::backend::gpu::GpuBackend;
 use flops_web::gpu::{GpuContext, GpuOptions};
 use flops_web::learn::backend::{Backend, Batch, StepPlan};
-use flops_web::learn::data::Dataset;
 use flops_web::learn::data::Examples;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
@@ -300,9 +299,11 @@ fn adam_step_with_clipping_matches_cpu() {
     steps_agree(OptimizerKind::adam(), Some(1e-3));
 }
 
-fn animal_model() -> (ViTForImageClassification, Dataset) {
+/// The embedded model with a new Animal-Shape head and 8 prepared training images per class.
+fn animal_model() -> (ViTForImageClassification, Examples) {
     let (model, train, _) = common::animal_model(1);
-    (model.net, train.take_per_class(8))
+    let data = Examples::prepare(&train.take_per_class(8), &model.preprocessor).unwrap();
+    (model.net, data)
 }
 
 fn animal_config(steps: usize) -> TrainConfig {
@@ -332,9 +333,7 @@ fn animal_config(steps: usize) -> TrainConfig {
 
 #[test]
 fn gpu_trainer_lowers_the_clean_loss() {
-    let (net, train) = animal_model();
-    let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Examples::prepare(&train, &pre).unwrap();
+    let (net, data) = animal_model();
     let config = animal_config(12);
     let mut trainer = Trainer::new(
         Box::new(GpuBackend::new(ctx(), net).unwrap()),
@@ -363,9 +362,7 @@ fn gpu_trainer_lowers_the_clean_loss() {
 /// the trainer refuses it by name before any step.
 #[test]
 fn gpu_trainer_refuses_the_exact_head_by_name() {
-    let (net, train) = animal_model();
-    let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Examples::prepare(&train, &pre).unwrap();
+    let (net, data) = animal_model();
     let config = TrainConfig {
         tuning: Tuning::Last(1),
         exact_head: true,
@@ -381,9 +378,7 @@ fn gpu_trainer_refuses_the_exact_head_by_name() {
 /// The full-GPU step (gradient, clipping and Adam in WGSL) drives a head-only run down too.
 #[test]
 fn gpu_optimizer_step_lowers_the_clean_loss() {
-    let (net, train) = animal_model();
-    let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Examples::prepare(&train, &pre).unwrap();
+    let (net, data) = animal_model();
     let config = animal_config(12);
     let mut gpu = GpuBackend::new(ctx(), net).unwrap();
     let before = block_on(evaluate(&mut gpu, &data, 32)).unwrap();
@@ -542,9 +537,7 @@ fn gpu_frozen_features_are_kept_across_steps() {
 /// parameter updates agree within 1e-3 of the largest update (the GPU's f32 sums vs the CPU's).
 #[test]
 fn cpu_and_gpu_trainers_take_the_same_first_step() {
-    let (net, train) = animal_model();
-    let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Examples::prepare(&train, &pre).unwrap();
+    let (net, data) = animal_model();
     let mut config = animal_config(1);
     config.tuning = Tuning::Last(1);
     config.allocator = AllocatorKind::Flops;
@@ -575,9 +568,7 @@ fn cpu_and_gpu_trainers_take_the_same_first_step() {
 /// runs of one backend.
 #[test]
 fn same_seed_same_run_on_each_backend() {
-    let (net, train) = animal_model();
-    let pre = Model::embedded_default().unwrap().preprocessor;
-    let data = Examples::prepare(&train, &pre).unwrap();
+    let (net, data) = animal_model();
     let mut config = animal_config(3);
     config.tuning = Tuning::Last(1);
     config.perturb = Perturb::Site;

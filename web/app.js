@@ -140,10 +140,28 @@ function readEntries(dir) {
 }
 const entryFile = (e) => new Promise((resolve, reject) => e.file(resolve, reject));
 
+/** Adds class folders (`name -> files`; `skipped`: messages gathered so far): classes in name
+ * order, a folder without an image file is not made a class; one list of skipped files and one
+ * status line for the whole folder. The drop zone and the folder input both end here. */
+async function addClassFolders(byClass, skipped) {
+  const count = async () => (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
+  const before = await count();
+  let classes = 0;
+  for (const name of [...byClass.keys()].sort((a, b) => a.localeCompare(b))) {
+    const files = byClass.get(name);
+    if (!files.some(isImageFile)) { skipped.push(`${name}/: no image files, not made a class`); continue; }
+    const ci = await ensureClass(name);
+    skipped.push(...(await addFiles(ci, files, false)));
+    classes++;
+  }
+  showSkipped(skipped);
+  status(`Added ${(await count()) - before} images in ${classes} classes from the folder${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
+}
+
 async function dropFolder(items) {
   const roots = Array.from(items).map((it) => it.webkitGetAsEntry && it.webkitGetAsEntry()).filter(Boolean);
   // A dropped folder whose subfolders are classes, or the class folders themselves.
-  let classDirs = [];
+  const classDirs = [];
   for (const r of roots) {
     if (!r.isDirectory) continue;
     const kids = await readEntries(r);
@@ -151,25 +169,17 @@ async function dropFolder(items) {
     classDirs.push(...(sub.length ? sub : [r]));
   }
   if (!classDirs.length) throw new Error('drop a folder whose subfolders are classes');
-  classDirs.sort((a, b) => a.name.localeCompare(b.name));
-  const skipped = [];
-  for (const d of classDirs) {
-    const files = await Promise.all((await readEntries(d)).filter((e) => e.isFile).map(entryFile));
-    const ci = await ensureClass(d.name);
-    skipped.push(...(await addFiles(ci, files, false)));
-  }
-  showSkipped(skipped);
-  const total = (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
-  status(`Added the folder: ${classDirs.length} classes, ${total} training images in all${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
+  const byClass = new Map();
+  for (const d of classDirs) byClass.set(d.name, await Promise.all((await readEntries(d)).filter((e) => e.isFile).map(entryFile)));
+  await addClassFolders(byClass, []);
 }
 
 /** A picked folder (`<input webkitdirectory>`), as a drop: each subfolder is a class (images
  * deeper down belong to it); without subfolders the folder itself is one class. Files beside
- * the class folders, and folders without an image, are listed as skipped. */
+ * the class folders are listed as skipped. */
 async function pickFolder(files) {
   const all = Array.from(files).map((f) => ({ f, parts: (f.webkitRelativePath || f.name).split('/') }));
   if (!all.length) throw new Error('the picked folder is empty');
-  const before = (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
   const nested = all.some((x) => x.parts.length >= 3);
   const byClass = new Map();
   const skipped = [];
@@ -179,15 +189,7 @@ async function pickFolder(files) {
     if (!byClass.has(cls)) byClass.set(cls, []);
     byClass.get(cls).push(f);
   }
-  const names = [...byClass.keys()].sort((a, b) => a.localeCompare(b));
-  for (const name of names) {
-    if (!byClass.get(name).some(isImageFile)) { skipped.push(`${name}/: no image files, not made a class`); byClass.delete(name); continue; }
-    const ci = await ensureClass(name);
-    skipped.push(...(await addFiles(ci, byClass.get(name), false)));
-  }
-  showSkipped(skipped);
-  const after = (await app.learner.summary()).counts.reduce((a, b) => a + b, 0);
-  status(`Added ${after - before} images in ${byClass.size} classes from the folder${skipped.length ? `; skipped ${skipped.length} (listed below the classes)` : ''}.`);
+  await addClassFolders(byClass, skipped);
 }
 
 // ---- webcam ---------------------------------------------------------------------------------

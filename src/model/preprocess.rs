@@ -120,26 +120,22 @@ impl Image {
         if bytes.is_empty() {
             return Err(bad("empty file (0 bytes)".into()));
         }
-        // Reading the header allocates no pixels; the decode runs under limits.
-        let reader = |limited: bool| {
-            let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
-                .with_guessed_format()
-                .map_err(|e| bad(format!("cannot read: {e}")))?;
-            let mut limits = image::Limits::default();
-            if limited {
-                limits.max_image_width = Some(MAX_IMAGE_SIDE);
-                limits.max_image_height = Some(MAX_IMAGE_SIDE);
-            }
-            limits.max_alloc = Some(MAX_DECODE_BYTES);
-            r.limits(limits);
-            Ok::<_, ModelError>(r)
-        };
-        let first = reader(false)?;
-        let format = first.format().ok_or_else(|| {
+        // One decoder: making it reads the header (no pixels yet); the decoder's own
+        // allocations are capped; the size caps are checked before it decodes.
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        let Some(format) = reader.format() else {
             // "format" lets the page fall back to the browser's decoder (AVIF, ...).
-            bad("cannot decode: unknown image format (not PNG, JPEG, BMP, GIF or WebP)".into())
-        })?;
-        let (w, h) = first.into_dimensions().map_err(|e| bad(limit_message(e)))?;
+            return Err(bad(
+                "cannot decode: unknown image format (not PNG, JPEG, BMP, GIF or WebP)".into(),
+            ));
+        };
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        let decoder = reader.into_decoder().map_err(|e| bad(limit_message(e)))?;
+        let (w, h) = image::ImageDecoder::dimensions(&decoder);
         if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
             return Err(bad(format!(
                 "{w}x{h} pixels is too large: at most {MAX_IMAGE_SIDE} pixels a side"
@@ -157,7 +153,7 @@ impl Image {
                 "truncated JPEG: the data stops before the image's end marker".into()
             ));
         }
-        let img = reader(true)?.decode().map_err(|e| bad(limit_message(e)))?;
+        let img = DynamicImage::from_decoder(decoder).map_err(|e| bad(limit_message(e)))?;
         Ok(Self::from_dynamic(img))
     }
 

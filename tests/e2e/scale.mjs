@@ -7,22 +7,10 @@
 //   node tests/e2e/scale.mjs   (after scripts/build-web.sh)
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deflateSync } from 'node:zlib';
-import { withPage, out, fail } from './harness.mjs';
+import { withPage, png, out, fail } from './harness.mjs';
 
 const CLASSES = 10, PER_CLASS = 200, W = 160, H = 120, MAX_WASM_GROWTH = 32 << 20;
 
-function crc32(buf) {
-  let c = ~0;
-  for (const b of buf) { c ^= b; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; }
-  return ~c >>> 0;
-}
-function chunk(type, body) {
-  const len = Buffer.alloc(4); len.writeUInt32BE(body.length);
-  const tb = Buffer.concat([Buffer.from(type), body]);
-  const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(tb));
-  return Buffer.concat([len, tb, crc]);
-}
 /** An RGB PNG: a smooth background and a bright disc whose place and colour depend on the class. */
 function image(cls, i) {
   const raw = Buffer.alloc((W * 3 + 1) * H);
@@ -37,8 +25,7 @@ function image(cls, i) {
       raw[o + 2] = inside ? 128 : 32;
     }
   }
-  const ihdr = Buffer.alloc(13); ihdr.writeUInt32BE(W, 0); ihdr.writeUInt32BE(H, 4); ihdr[8] = 8; ihdr[9] = 2;
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw, { level: 1 })), chunk('IEND', Buffer.alloc(0))]);
+  return png(W, H, 2, raw);
 }
 
 const dir = join(out, 'scale-data');
