@@ -607,3 +607,78 @@ fn same_seed_same_run_on_each_backend() {
         assert!(a.1 == b.1, "{name}: parameters differ between two runs of one seed");
     }
 }
+
+/// A GPU device lost mid-run (destroyed, as a driver reset or the browser reclaiming the GPU
+/// would): the failing step says the device is gone, the backend reports it, and the run moves
+/// to the CPU from its last checkpoint, bit for bit, and steps on. A context of its own: the
+/// shared one must survive.
+#[test]
+fn device_lost_mid_run_moves_to_the_cpu_from_the_checkpoint() {
+    let gpu = Arc::new(
+        GpuContext::new_blocking(&GpuOptions {
+            backends_from_env: true,
+            ..Default::default()
+        })
+        .expect("GPU tests need an adapter (scripts/setup.sh installs lavapipe)"),
+    );
+    let (net, data) = animal_model();
+    let mut config = animal_config(10);
+    config.tuning = Tuning::Last(1);
+    let mut t = Trainer::new(Box::new(GpuBackend::new(gpu.clone(), net).unwrap()), config, data).unwrap();
+    for _ in 0..2 {
+        block_on(t.step()).unwrap();
+    }
+    assert_eq!(block_on(t.checkpoint()).unwrap(), 2);
+    let tuned = t.tuned_tensors().to_vec();
+    let kept = block_on(t.backend.read_params(&tuned)).unwrap();
+    block_on(t.step()).unwrap();
+    assert!(t.backend.lost().is_none());
+    gpu.destroy_for_testing();
+    let err = block_on(t.step()).expect_err("a step on a destroyed device must fail");
+    eprintln!("the step on the destroyed device: {err}");
+    let lost = t.backend.lost().expect("the backend must report the lost device");
+    assert!(lost.contains("destroyed"), "lost reason: {lost}");
+    eprintln!("the step on the destroyed device: {err}");
+    assert_eq!(t.step, 3, "a failed step must not count");
+    let cpu = CpuBackend::fast(t.backend.host_network().clone());
+    assert_eq!(
+        t.move_to(Box::new(cpu)).unwrap(),
+        2,
+        "moves from the checkpoint of step 2"
+    );
+    assert_eq!(t.backend.name(), "cpu");
+    let now = block_on(t.backend.read_params(&tuned)).unwrap();
+    assert!(
+        now == kept,
+        "the CPU backend must hold the checkpoint's weights exactly"
+    );
+    for _ in 0..2 {
+        let e = block_on(t.step()).unwrap();
+        assert!(e.loss.is_finite());
+    }
+    assert_eq!(t.step, 5);
+}
+
+/// The context counts the bytes of the tensors alive on its device: a model upload adds at
+/// least its parameters' bytes, dropping it gives them back, and the peak remembers.
+#[test]
+fn device_tensor_bytes_are_counted() {
+    let ctx = ctx();
+    let net = net();
+    let before = ctx.memory();
+    let model = flops_web::gpu::GpuModel::upload(&ctx, &net).unwrap();
+    let loaded = ctx.memory();
+    let params = 4 * net.num_params() as u64;
+    assert!(
+        loaded.live_bytes >= before.live_bytes + params,
+        "{loaded:?} after uploading {params} bytes of parameters (before: {before:?})"
+    );
+    assert!(loaded.peak_bytes >= loaded.live_bytes);
+    drop(model);
+    let after = ctx.memory();
+    assert!(
+        after.live_bytes <= loaded.live_bytes - params,
+        "{after:?} after the drop (loaded: {loaded:?})"
+    );
+    assert!(after.peak_bytes >= loaded.live_bytes);
+}

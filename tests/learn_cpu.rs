@@ -16,9 +16,9 @@ use flops_web::learn::data::Examples;
 use flops_web::learn::estimate::EstimatorKind;
 use flops_web::learn::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use flops_web::learn::options::TrainOptions;
-use flops_web::learn::trainer::{TrainConfig, Trainer};
+use flops_web::learn::trainer::{DivergenceGuard, TrainConfig, Trainer};
 use flops_web::learn::tuning::{Perturb, Tuning};
-use flops_web::learn::AllocatorKind;
+use flops_web::learn::{AllocatorKind, LearnError};
 use flops_web::model::ViTForImageClassification;
 
 use pollster::block_on;
@@ -192,4 +192,64 @@ fn site_wise_block_tuning_beats_head_only_at_equal_forward_passes() {
     eprintln!("{summary}");
     assert_eq!(passes_block, passes_head, "equal forward passes");
     assert!(acc_block >= acc_head + 0.03, "{summary}");
+}
+
+/// The divergence guard: at a learning rate of 10 (the most the options allow) the batch loss explodes within a few steps;
+/// the guard refuses the step that shows it, names the losses, and puts the tuned tensors back
+/// to the last checkpoint (taken every 2 steps, only while the loss was sane). At a sane rate
+/// the same guard never trips over 30 steps.
+#[test]
+fn divergence_guard_stops_a_runaway_run_at_its_last_good_weights() {
+    let (model, train, _) = common::animal_model(1);
+    let data = Examples::prepare(&train.take_per_class(4), &model.preprocessor).unwrap();
+    let run = |lr: f32| {
+        let options = TrainOptions {
+            steps: 30,
+            batch: 8,
+            learning_rate: lr,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(
+            Box::new(CpuBackend::fast(model.net.clone())),
+            options.to_config(1).unwrap(),
+            data.clone(),
+        )
+        .unwrap();
+        t.checkpoint_every = 2;
+        t.guard = Some(DivergenceGuard::default());
+        t
+    };
+    let mut sane = run(1e-3);
+    for _ in 0..30 {
+        block_on(sane.step()).expect("a sane learning rate must not trip the guard");
+    }
+    let mut wild = run(10.0);
+    let err = loop {
+        match block_on(wild.step()) {
+            Ok(_) => assert!(wild.step < 30, "lr 10 ran 30 steps without tripping the guard"),
+            Err(e) => break e,
+        }
+    };
+    let LearnError::Diverged {
+        step,
+        loss,
+        start,
+        kept,
+    } = err
+    else {
+        panic!("expected a divergence, got {err}");
+    };
+    eprintln!("{err}");
+    assert_eq!(step, wild.step + 1, "the refused step is the next one");
+    assert!(loss.is_nan() || loss > 4.0 * start + 1.0, "loss {loss} from {start}");
+    assert_eq!(kept, wild.checkpoint_step());
+    assert!(kept % 2 == 0 && kept < step);
+    let tuned = wild.tuned_tensors().to_vec();
+    let now = block_on(wild.backend.read_params(&tuned)).unwrap();
+    let mut again = run(10.0);
+    for _ in 0..kept {
+        block_on(again.step()).unwrap();
+    }
+    let want = block_on(again.backend.read_params(&tuned)).unwrap();
+    assert!(now == want, "the tuned tensors must be those of step {kept}");
 }

@@ -3,7 +3,7 @@ import { createLearner, readModelFiles } from './flops-web.js';
 import { lineChart, allocationChart, confusionChart, imageCanvas } from './charts.js';
 
 const $ = (id) => document.getElementById(id);
-const app = { learner: null, classes: [], steps: [], evaluations: [], lastStep: null, done: null, training: false, errors: [] };
+const app = { learner: null, classes: [], steps: [], evaluations: [], lastStep: null, done: null, training: false, errors: [], notices: [] };
 window.flopsApp = app; // for the end-to-end test and the console
 
 function status(text) { $('status').textContent = text; }
@@ -18,6 +18,7 @@ function onProgress(e) {
     case 'calibrating': status(`Timing a short forward on each device to choose where to train (device: ${e.device})…`); break;
     case 'ready': status('Ready.'); break;
     case 'error': fail(e.error); break;
+    case 'deviceLost': app.notices.push(e.message); showDevice(e.device); break;
     default: break;
   }
 }
@@ -33,7 +34,8 @@ function showDevice(d) {
   }
   const a = d.adapter; const l = d.limits; const b = d.browserAdapter || {};
   const name = [b.vendor, b.architecture, b.device, b.description].filter(Boolean).join(' ') || a.name || '(the browser gives no name)';
-  p.innerHTML = `<strong>WebGPU adapter:</strong> ${esc(name)} — ${esc(a.deviceType)}${b.isFallbackAdapter ? ' (software fallback adapter)' : ''}, ${esc(a.backend)}${b.features ? `; features: ${esc(b.features.join(', ') || 'none')}` : ''}<br>
+  const lost = d.lost ? `<strong class="warning" id="device-lost">The WebGPU device was lost</strong> (${esc(d.lost)}): training, validation and predictions moved to the CPU; the examples and the trained weights were kept.<br>` : '';
+  p.innerHTML = `${lost}<strong>WebGPU adapter:</strong> ${esc(name)} — ${esc(a.deviceType)}${b.isFallbackAdapter ? ' (software fallback adapter)' : ''}, ${esc(a.backend)}${b.features ? `; features: ${esc(b.features.join(', ') || 'none')}` : ''}<br>
   Limits: ${l.maxComputeInvocationsPerWorkgroup} invocations/workgroup, ${l.maxComputeWorkgroupStorageSize} B workgroup memory,
   ${(l.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB per storage binding, ${(l.maxBufferSize / 2 ** 20).toFixed(0)} MiB per buffer.<br>
   Predictions run on <b>${esc(d.predictBackend)}</b>; training runs on <b id="training-backend">${esc(d.trainingBackend)}</b>; validation runs on <b id="evaluation-backend">${esc(d.evaluationBackend)}</b>${d.evaluationBackend !== d.trainingBackend ? ' (the weights are read back from the GPU first)' : ''}.<br>
@@ -44,6 +46,7 @@ function calibrationText(d) {
   const c = d.calibration;
   const ms = (v) => (v < 10 ? v.toFixed(2) : v.toFixed(0));
   const figures = `a forward of ${c.images} images took ${ms(c.cpuMsPerImage)} ms per image on the CPU${c.webgpuMsPerImage != null ? ` and ${ms(c.webgpuMsPerImage)} ms on WebGPU` : ''}`;
+  if (d.lost) return `Before the loss, ${figures}.`;
   if (d.requested !== 'auto') return `Device forced to <b>${esc(d.requested)}</b> (${figures}).`;
   return `Chosen automatically: ${figures}, so <b>${esc(d.trainingBackend)}</b> is faster here. Add <code>?device=webgpu</code> or <code>?device=cpu</code> to the address to force one.`;
 }

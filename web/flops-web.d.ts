@@ -61,6 +61,8 @@ export interface DeviceInfo {
   requested: 'auto' | 'webgpu' | 'cpu';
   /** The timed forward behind the choice: milliseconds per image on each device. */
   calibration: { images: number; cpuMsPerImage: number; webgpuMsPerImage: number | null };
+  /** Why the WebGPU device was lost, once it was: everything runs on the CPU since. */
+  lost: string | null;
 }
 
 export interface ModelInfo {
@@ -192,6 +194,7 @@ export type ProgressEvent =
   | { status: 'epoch'; epoch: number; step: number }
   | ({ status: 'evaluation' } & Evaluation)
   | ({ status: 'done' } & TrainResult)
+  | { status: 'deviceLost'; message: string; step: number; device: DeviceInfo }
   | { status: 'error'; error: string };
 
 export interface TrainCallbacks {
@@ -226,10 +229,17 @@ export interface Learner {
   predict(image: ImageInput): Promise<Prediction>;
   exportModel(): Promise<ExportedModel>;
   /**
-   * What the worker holds: the wasm memory (every example, at model-input size, and the model)
-   * and the worker's JS heap where the browser reports it (Chromium), else null.
+   * What the worker holds: the wasm memory (every example, at model-input size, and the model),
+   * the worker's JS heap where the browser reports it, else null, and the bytes of the tensors
+   * on the WebGPU device (weights, activations, kept features, optimiser state; null without one).
    */
-  memory(): Promise<{ wasmBytes: number; jsHeapBytes: number | null }>;
+  memory(): Promise<{ wasmBytes: number; jsHeapBytes: number | null; gpu: { liveBytes: number; peakBytes: number } | null }>;
+  /**
+   * Test hook: destroys the WebGPU device, as a driver reset or the browser reclaiming the GPU
+   * would. A run goes on on the CPU from its last checkpoint (taken every 10 steps; an
+   * `onProgress` event `{status: 'deviceLost'}` says so), and predictions move to the CPU.
+   */
+  destroyDeviceForTesting(): Promise<boolean>;
   /** Frees the wasm memory and terminates the worker. */
   dispose(): Promise<void>;
 }

@@ -61,6 +61,7 @@ class Learner {
   }
 
   _message(data) {
+    if (data.status === 'deviceLost') this.device = data.device;
     if (data.status) {
       const cb = data.id !== undefined ? this._trainCallbacks.get(data.id) : undefined;
       if (cb) {
@@ -140,9 +141,15 @@ class Learner {
     return this._call('predict', { image: msg }, transferOf(msg));
   }
 
-  /** What the worker holds: `{wasmBytes, jsHeapBytes}` (the wasm memory, which holds every
-   * example and the model; the worker's JS heap where the browser reports it, else null). */
+  /** What the worker holds: `{wasmBytes, jsHeapBytes, gpu}` (the wasm memory, which holds
+   * every example and the model; the worker's JS heap where the browser reports it, else null;
+   * `gpu`: `{liveBytes, peakBytes}` of the tensors on the WebGPU device, null without one). */
   memory() { return this._call('memory'); }
+
+  /** Test hook: destroys the WebGPU device, as a driver reset would. A run goes on on the CPU
+   * from its last checkpoint (an `onProgress` event `{status: 'deviceLost', message, device}`);
+   * predictions move to the CPU. Resolves to whether there was a device. */
+  destroyDeviceForTesting() { return this._call('destroyDeviceForTesting'); }
 
   /** The fine-tuned model as a HF folder: `{config, weights, preprocessor}` bytes. */
   exportModel() { return this._call('exportModel'); }

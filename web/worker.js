@@ -5,7 +5,7 @@
 //
 // Protocol (candle-style): requests `{id, method, args}`; replies `{id, result}` or
 // `{id, error}`; progress `{status, ...}` (loading, compiling, ready, step, epoch, evaluation,
-// done, error).
+// deviceLost, done, error).
 import init, { createLearner, trainPreset } from './wasm/flops_web.js';
 
 let learner = null;
@@ -126,6 +126,9 @@ async function trainLoop(id, params) {
     for (let i = 0; i < started.steps && !stopRequested; i++) {
       const ev = camel(await exclusive(() => learner.trainStep()));
       last = ev;
+      // The WebGPU device went away: the core moved the run to the CPU (from its last
+      // checkpoint); say so once, with the device panel's new state.
+      if (ev.deviceLost) progress('deviceLost', { id, message: ev.deviceLost, step: ev.step, device: learner.deviceInfo() });
       progress('step', { id, ...ev, steps: started.steps });
       if (ev.epoch !== epoch) {
         epoch = ev.epoch;
@@ -191,7 +194,9 @@ const methods = {
   memory: () => ({
     wasmBytes: wasmMemory ? wasmMemory.buffer.byteLength : 0,
     jsHeapBytes: self.performance && performance.memory ? performance.memory.usedJSHeapSize : null,
+    gpu: learner.gpuMemory(),
   }),
+  destroyDeviceForTesting: () => learner.destroyDeviceForTesting(),
   preset: ({ name }) => trainPreset(name),
   async train({ params }, id) {
     if (training) throw new Error('training is already running; call stopTraining() first');

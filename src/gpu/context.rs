@@ -2,6 +2,7 @@
 //! Model weights and per-forward buffers live outside it ([`super::GpuModel`], [`super::GpuTensor`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::error::{GpuError, Result};
@@ -54,6 +55,40 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Why the device was lost (set by its lost callback), once it is.
+    lost: Arc<Mutex<Option<String>>>,
+    /// The last error no error scope caught (wgpu's default handler would panic).
+    uncaptured: Arc<Mutex<Option<String>>>,
+    /// Bytes of the [`super::GpuTensor`]s alive on the device, and their peak.
+    pub(crate) tensor_bytes: Arc<TensorBytes>,
+}
+
+/// Live and peak bytes of device tensors (counted by [`super::GpuTensor`]'s allocation guard).
+#[derive(Debug, Default)]
+pub struct TensorBytes {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl TensorBytes {
+    pub(crate) fn add(&self, bytes: u64) {
+        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What the device holds in tensors (weights, activations, features, optimiser state): bytes
+/// alive now and the most alive at once since the context was made. Uniform and staging
+/// buffers, short-lived and small, are not counted.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryReport {
+    pub live_bytes: u64,
+    pub peak_bytes: u64,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -108,6 +143,24 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 reason: e.to_string(),
             })?;
+        let lost = Arc::new(Mutex::new(None));
+        let on_lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let kind = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed",
+                _ => "lost",
+            };
+            *lock(&on_lost) = Some(if message.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind}: {message}")
+            });
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let on_error = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            *lock(&on_error) = Some(e.to_string());
+        }));
         Ok(Self {
             adapter_info: info,
             device,
@@ -115,6 +168,9 @@ impl GpuContext {
             limits,
             modules: Mutex::default(),
             pipelines: Mutex::default(),
+            lost,
+            uncaptured,
+            tensor_bytes: Arc::default(),
         })
     }
 
@@ -178,6 +234,34 @@ impl GpuContext {
         let pipeline = Arc::new(pipeline);
         lock(&self.pipelines).insert(key.clone(), pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Why the device is gone, once it is (destroyed, a driver reset, a browser that took it
+    /// back). Every later call on it fails; work must move elsewhere.
+    pub fn lost(&self) -> Option<String> {
+        // Natively the lost callback runs from a poll; in the browser from the event loop.
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        lock(&self.lost).clone()
+    }
+
+    /// The last error outside any error scope, taken (reported once).
+    pub fn take_uncaptured_error(&self) -> Option<String> {
+        lock(&self.uncaptured).take()
+    }
+
+    /// Destroys the device, as a driver reset or the browser reclaiming the GPU would: the
+    /// test hook for device loss.
+    pub fn destroy_for_testing(&self) {
+        self.device.destroy();
+    }
+
+    /// Tensor bytes on the device now and at their peak.
+    pub fn memory(&self) -> MemoryReport {
+        MemoryReport {
+            live_bytes: self.tensor_bytes.live.load(Ordering::Relaxed),
+            peak_bytes: self.tensor_bytes.peak.load(Ordering::Relaxed),
+        }
     }
 
     /// Number of compiled pipelines (for tests of the cache).

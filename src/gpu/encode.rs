@@ -30,14 +30,7 @@ fn record_inner(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, ops: &[Op]
         uniforms.extend_from_slice(&op.params);
         uniforms.resize((offset + size).div_ceil(align) * align, 0);
     }
-    let ubuf = wgpu::util::DeviceExt::create_buffer_init(
-        &ctx.device,
-        &wgpu::util::BufferInitDescriptor {
-            label: Some("op params"),
-            contents: &uniforms,
-            usage: wgpu::BufferUsages::UNIFORM,
-        },
-    );
+    let ubuf = super::tensor::buffer_with(ctx, "op params", &uniforms, wgpu::BufferUsages::UNIFORM);
     let mut prepared = Vec::with_capacity(ops.len());
     for (op, &(offset, size)) in ops.iter().zip(&slots) {
         let pipeline = ctx.pipeline(&op.key)?;

@@ -28,6 +28,9 @@ pub enum GpuError {
     #[error("GPU validation error: {message}")]
     Validation { message: String },
 
+    #[error("the GPU device is gone: {reason}")]
+    DeviceLost { reason: String },
+
     #[error("reading results back from the GPU failed: {reason}")]
     Readback { reason: String },
 }

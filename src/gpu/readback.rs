@@ -43,22 +43,28 @@ impl Staging {
         #[cfg(not(target_arch = "wasm32"))]
         ctx.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback { reason: e.to_string() })?;
-        #[cfg(target_arch = "wasm32")]
-        let _ = ctx;
+            .map_err(|e| failed(ctx, e.to_string()))?;
         rx.await
-            .map_err(|_| GpuError::Readback {
-                reason: "the map callback was dropped (device lost?)".into(),
-            })?
-            .map_err(|e| GpuError::Readback { reason: e.to_string() })?;
+            .map_err(|_| failed(ctx, "the map callback was dropped".into()))?
+            .map_err(|e| failed(ctx, e.to_string()))?;
         let out = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| GpuError::Readback { reason: e.to_string() })?;
+            let view = slice.get_mapped_range().map_err(|e| failed(ctx, e.to_string()))?;
             view[..self.len * 4].to_vec()
         };
         self.buffer.unmap();
+        // An error outside every scope (wgpu would otherwise panic on it) fails the read.
+        if let Some(message) = ctx.take_uncaptured_error() {
+            return Err(GpuError::Validation { message });
+        }
         Ok(out)
+    }
+}
+
+/// A failed readback: [`GpuError::DeviceLost`] when the device is gone (the usual cause).
+fn failed(ctx: &GpuContext, reason: String) -> GpuError {
+    match ctx.lost() {
+        Some(lost) => GpuError::DeviceLost { reason: lost },
+        None => GpuError::Readback { reason },
     }
 }
 

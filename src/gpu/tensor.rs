@@ -1,8 +1,8 @@
 //! [`GpuTensor`]: an f32 storage buffer with a row-major shape, and size-checked creation.
 
-use wgpu::util::DeviceExt;
+use std::sync::Arc;
 
-use super::context::GpuContext;
+use super::context::{GpuContext, TensorBytes};
 use super::error::{GpuError, Result};
 
 /// A row-major f32 tensor in one storage buffer (never above the device's binding limit).
@@ -10,6 +10,33 @@ use super::error::{GpuError, Result};
 pub struct GpuTensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
+    /// Counts the buffer in its context's [`GpuContext::memory`] while any view of it lives.
+    _counted: Arc<Counted>,
+}
+
+/// The allocation guard of one buffer: added to the context's tensor bytes when made,
+/// subtracted when the last view of the buffer goes.
+#[derive(Debug)]
+struct Counted {
+    bytes: u64,
+    total: Arc<TensorBytes>,
+}
+
+impl Counted {
+    fn new(ctx: &GpuContext, buffer: &wgpu::Buffer) -> Arc<Self> {
+        let bytes = buffer.size();
+        ctx.tensor_bytes.add(bytes);
+        Arc::new(Self {
+            bytes,
+            total: ctx.tensor_bytes.clone(),
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.total.sub(self.bytes);
+    }
 }
 
 impl GpuTensor {
@@ -27,6 +54,7 @@ impl GpuTensor {
             mapped_at_creation: false,
         });
         Ok(Self {
+            _counted: Counted::new(ctx, &buffer),
             buffer,
             shape: shape.to_vec(),
         })
@@ -43,6 +71,7 @@ impl GpuTensor {
         }
         let buffer = upload_bytes(ctx, label, bytemuck::cast_slice(data))?;
         Ok(Self {
+            _counted: Counted::new(ctx, &buffer),
             buffer,
             shape: shape.to_vec(),
         })
@@ -76,6 +105,22 @@ pub(crate) fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<u6
     Ok(bytes.max(16).div_ceil(16) * 16)
 }
 
+/// A new buffer holding `contents` (a multiple of 4 bytes), written through the queue: unlike
+/// `create_buffer_init`, which panics when the device is lost, a lost device only makes this
+/// an invalid buffer, whose use fails as an error.
+pub(crate) fn buffer_with(ctx: &GpuContext, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: contents.len().max(4) as u64,
+        usage: usage | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    if !contents.is_empty() {
+        ctx.queue.write_buffer(&buffer, 0, contents);
+    }
+    buffer
+}
+
 /// A storage buffer holding `bytes` (padded to a multiple of 16).
 pub(crate) fn upload_bytes(ctx: &GpuContext, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
     let size = check_size(ctx, label, bytes.len() as u64)? as usize;
@@ -87,11 +132,7 @@ pub(crate) fn upload_bytes(ctx: &GpuContext, label: &str, bytes: &[u8]) -> Resul
         padded[..bytes.len()].copy_from_slice(bytes);
         &padded[..]
     };
-    Ok(ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents,
-        usage: storage_usage(),
-    }))
+    Ok(buffer_with(ctx, label, contents, storage_usage()))
 }
 
 impl GpuTensor {
@@ -108,6 +149,7 @@ impl GpuTensor {
         Ok(Self {
             buffer: self.buffer.clone(),
             shape: shape.to_vec(),
+            _counted: self._counted.clone(),
         })
     }
 }

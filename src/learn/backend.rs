@@ -204,6 +204,11 @@ impl StepPlan {
 pub trait Backend {
     /// What the page and the logs call it: `"cpu"`, `"webgpu"` (in the browser) or `"gpu"`.
     fn name(&self) -> &'static str;
+    /// Why the backend's device is gone for good (a lost GPU), once it is: every later call
+    /// fails, and the run can move to another backend ([`super::trainer::Trainer::move_to`]).
+    fn lost(&self) -> Option<String> {
+        None
+    }
     /// Whether [`Backend::clean`] returns [`CleanOut::head_streams`] (the exact head needs them).
     fn returns_head_streams(&self) -> bool {
         false

@@ -8,6 +8,16 @@ pub enum LearnError {
     Config { message: String },
     #[error("non-finite loss at step {step}; stopped and kept the last good parameters")]
     NonFinite { step: usize },
+    #[error(
+        "training diverged at step {step}: the batch loss rose to {loss:.4} from {start:.4} at the start; \
+         stopped and kept the weights of step {kept}. Try a lower learning rate or noise scale"
+    )]
+    Diverged {
+        step: usize,
+        loss: f32,
+        start: f32,
+        kept: usize,
+    },
     #[error("dataset: {message}")]
     Data { message: String },
     #[error(transparent)]

@@ -117,6 +117,14 @@ impl Optimizer {
         })
     }
 
+    /// Forgets the moments and the step count (the run moved to weights these moments were
+    /// not gathered on).
+    pub fn reset(&mut self) {
+        self.m.iter_mut().for_each(|x| *x = 0.0);
+        self.v.iter_mut().for_each(|x| *x = 0.0);
+        self.t = 0;
+    }
+
     /// One update of `params` with `grad` at learning rate `lr`; returns the gradient's norm
     /// before clipping.
     pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) -> f32 {

@@ -2,7 +2,7 @@
 //! short forward of the model on the fast CPU path and on WebGPU and trains where it is faster:
 //! a software adapter (SwiftShader) loses to the CPU by two orders of magnitude.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -29,9 +29,10 @@ pub(super) struct Gpu {
 pub(super) struct Device {
     /// The WebGPU device, when the browser has one (used only when `on_gpu`).
     pub gpu: Option<Gpu>,
-    /// Whether training and predictions run on WebGPU (forced, or the calibration's choice).
-    pub on_gpu: bool,
-    pub info: DeviceInfo,
+    /// Whether training and predictions run on WebGPU (forced, or the calibration's choice;
+    /// false for good once the device is lost).
+    on_gpu: Cell<bool>,
+    info: RefCell<DeviceInfo>,
 }
 
 /// Milliseconds since an arbitrary origin (`performance.now()` of the page or worker).
@@ -146,6 +147,7 @@ impl Device {
                 _ => "auto",
             },
             calibration,
+            lost: None,
         };
         Ok(Self {
             gpu: gpu.map(|ctx| Gpu {
@@ -156,13 +158,78 @@ impl Device {
                 // The network at version 0 of the learner's state (see `predict::logits`).
                 uploaded: RefCell::new(uploaded.map(|m| (0, Rc::new(m)))),
             }),
-            on_gpu,
-            info,
+            on_gpu: Cell::new(on_gpu),
+            info: RefCell::new(info),
         })
     }
 
     /// The WebGPU device when training and predictions run there.
     pub fn training_gpu(&self) -> Option<&Gpu> {
-        self.gpu.as_ref().filter(|_| self.on_gpu)
+        self.gpu.as_ref().filter(|_| self.on_gpu.get())
     }
+
+    /// What the device panel shows.
+    pub fn info(&self) -> std::cell::Ref<'_, DeviceInfo> {
+        self.info.borrow()
+    }
+
+    /// Why the WebGPU device is gone, once it is: checked after a failure, after letting the
+    /// browser run the device's `lost` callback (it resolves a promise, so it lands after the
+    /// failed readback's rejection).
+    pub async fn lost(&self) -> Option<String> {
+        let gpu = self.gpu.as_ref()?;
+        if gpu.ctx.lost().is_none() {
+            yield_to_browser().await;
+        }
+        gpu.ctx.lost()
+    }
+
+    /// From now on everything runs on the CPU: the WebGPU device is gone (`reason`, for the
+    /// device panel). The model copy on the device goes too.
+    pub fn mark_lost(&self, reason: &str) {
+        self.on_gpu.set(false);
+        if let Some(g) = &self.gpu {
+            g.uploaded.borrow_mut().take();
+        }
+        let mut info = self.info.borrow_mut();
+        info.training_backend = "cpu";
+        info.evaluation_backend = "cpu";
+        info.predict_backend = "cpu";
+        info.reason = Some(format!(
+            "the WebGPU device was lost ({reason}); everything runs on the CPU now"
+        ));
+        info.lost = Some(reason.to_string());
+    }
+
+    /// The test hook for device loss: destroys the WebGPU device (as a driver reset or the
+    /// browser reclaiming the GPU would). Returns whether there was one.
+    pub fn destroy_for_testing(&self) -> bool {
+        match &self.gpu {
+            Some(g) => {
+                g.ctx.destroy_for_testing();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Resolves after the browser has run a macrotask turn (a `setTimeout(0)`), so that promise
+/// callbacks queued by the browser (the device's `lost`) have run.
+async fn yield_to_browser() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match set_timeout {
+            Some(f) => {
+                let _ = f.call2(&global, &resolve, &0.into());
+            }
+            None => {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::UNDEFINED);
+            }
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }

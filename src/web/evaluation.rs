@@ -8,19 +8,17 @@ use wasm_bindgen_futures::future_to_promise;
 
 use super::device::EVALUATE_ON_GPU;
 use super::reports::Evaluation;
-use super::{image_object, images, js_err, predict, put_trainer, set, take_trainer, to_js, Learner};
+use super::{
+    image_object, images, js_err, predict, put_trainer, recover_from_lost_device, set, take_trainer, to_js, Learner,
+};
 use crate::backend::cpu::CpuBackend;
 use crate::learn::data::Examples;
 use crate::learn::trainer::{evaluate, EvalResult, Trainer};
 
 /// Evaluates the trainer's current network: on its own backend, except on WebGPU while
 /// [`EVALUATE_ON_GPU`] is false (then on the CPU after reading the weights back); returns where.
-async fn evaluate_trainer(
-    t: &mut Trainer,
-    on_gpu: bool,
-    val: &Examples,
-) -> Result<(EvalResult, &'static str), JsError> {
-    if !on_gpu || EVALUATE_ON_GPU {
+async fn evaluate_trainer(t: &mut Trainer, val: &Examples) -> Result<(EvalResult, &'static str), JsError> {
+    if t.backend.name() != "webgpu" || EVALUATE_ON_GPU {
         let r = t.evaluate(val).await.map_err(js_err)?;
         return Ok((r, t.backend.name()));
     }
@@ -36,7 +34,7 @@ impl Learner {
     /// says where it ran (the device panel's `evaluationBackend` during training).
     pub fn evaluate(&self) -> js_sys::Promise {
         let state = self.state.clone();
-        let on_gpu = self.device.on_gpu;
+        let device = self.device.clone();
         future_to_promise(async move {
             let val = {
                 let s = state.borrow();
@@ -48,9 +46,19 @@ impl Learner {
             };
             let (res, step, queries, backend) = match take_trainer(&state)? {
                 Some(mut t) => {
-                    let r = evaluate_trainer(&mut t, on_gpu, &val).await;
-                    let (step, queries) = (t.step, t.queries);
+                    let mut r = evaluate_trainer(&mut t, &val).await;
                     put_trainer(&state, t);
+                    // A lost WebGPU device: the run moves to the CPU; evaluate there.
+                    if r.is_err() && recover_from_lost_device(&state, &device).await?.is_some() {
+                        if let Some(mut t) = take_trainer(&state)? {
+                            r = evaluate_trainer(&mut t, &val).await;
+                            put_trainer(&state, t);
+                        }
+                    }
+                    let (step, queries) = match state.borrow().run.as_ref().and_then(|r| r.trainer.as_ref()) {
+                        Some(t) => (t.step, t.queries),
+                        None => (0, 0),
+                    };
                     let (r, backend) = r?;
                     (r, step, queries, backend)
                 }

@@ -34,6 +34,7 @@ use wasm_bindgen::prelude::*;
 use device::Device;
 use reports::ModelInfo;
 
+use crate::backend::cpu::CpuBackend;
 use crate::learn::data::Examples;
 use crate::learn::trainer::Trainer;
 use crate::model::nn::Kernels;
@@ -182,7 +183,7 @@ impl Learner {
     /// The adapter, its limits and where training and predictions run.
     #[wasm_bindgen(js_name = deviceInfo)]
     pub fn device_info(&self) -> Result<JsValue, JsError> {
-        to_js(&self.device.info)
+        to_js(&*self.device.info())
     }
 
     /// The model's labels, input size and shape.
@@ -212,6 +213,24 @@ impl Learner {
         }
         self.state.borrow_mut().seed = seed as u64;
         Ok(())
+    }
+
+    /// Bytes of the tensors on the WebGPU device (`{liveBytes, peakBytes}`: weights,
+    /// activations, kept features, optimiser state), or `null` without WebGPU.
+    #[wasm_bindgen(js_name = gpuMemory)]
+    pub fn gpu_memory(&self) -> Result<JsValue, JsError> {
+        match &self.device.gpu {
+            Some(g) => to_js(&g.ctx.memory()),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// The test hook for a lost device: destroys the WebGPU device, as a driver reset or the
+    /// browser reclaiming the GPU would. The next step moves the run to the CPU. Returns
+    /// whether there was a device.
+    #[wasm_bindgen(js_name = destroyDeviceForTesting)]
+    pub fn destroy_device_for_testing(&self) -> bool {
+        self.device.destroy_for_testing()
     }
 
     /// Drops the run and the examples (the GPU device goes with the learner's `free()`).
@@ -244,12 +263,50 @@ fn put_trainer(state: &RefCell<State>, t: Trainer) {
     }
 }
 
-/// Ends the run in `state`, if any, and returns its network as it is now.
-async fn take_trained(state: &RefCell<State>) -> Result<Option<ViTForImageClassification>, JsError> {
+/// After a failure: when the WebGPU device is gone, moves everything to the CPU (a run from
+/// its last checkpoint) and returns the message that says so; `None` when the device is fine
+/// (the failure stands). The trainer must be in `state`.
+async fn recover_from_lost_device(state: &RefCell<State>, device: &Device) -> Result<Option<String>, JsError> {
+    let Some(reason) = device.lost().await else {
+        return Ok(None);
+    };
+    device.mark_lost(&reason);
+    let mut s = state.borrow_mut();
+    let moved = match s.run.as_mut().and_then(|r| r.trainer.as_mut()) {
+        Some(t) if t.backend.name() == "webgpu" => {
+            let at = t.step;
+            let cpu = CpuBackend::new(t.backend.host_network().clone());
+            Some((at, t.move_to(Box::new(cpu)).map_err(js_err)?))
+        }
+        _ => None,
+    };
+    Ok(Some(match moved {
+        Some((at, from)) if at > from => format!(
+            "The WebGPU device was lost after step {at} ({reason}). Training goes on on the CPU from the \
+             weights of step {from}; the updates of the {} steps after it are lost.",
+            at - from
+        ),
+        Some((at, _)) => format!(
+            "The WebGPU device was lost after step {at} ({reason}). Training goes on on the CPU; nothing was lost."
+        ),
+        None => format!("The WebGPU device was lost ({reason}). Everything runs on the CPU now; nothing was lost."),
+    }))
+}
+
+/// Ends the run in `state`, if any, and returns its network as it is now (from its last
+/// checkpoint when the WebGPU device was lost meanwhile).
+async fn take_trained(state: &RefCell<State>, device: &Device) -> Result<Option<ViTForImageClassification>, JsError> {
     let Some(mut t) = take_trainer(state)? else {
         return Ok(None);
     };
+    let mut net = t.backend.network().await.cloned();
+    if net.is_err() {
+        // Back in `state`, for the recovery to move it to the CPU.
+        put_trainer(state, t);
+        recover_from_lost_device(state, device).await?;
+        t = take_trainer(state)?.ok_or_else(|| JsError::new("the run ended meanwhile"))?;
+        net = t.backend.network().await.cloned();
+    }
     state.borrow_mut().run = None;
-    let net = t.backend.network().await.cloned();
     Ok(Some(net.map_err(js_err)?))
 }

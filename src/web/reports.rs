@@ -21,6 +21,8 @@ pub(super) struct DeviceInfo {
     pub(super) requested: &'static str,
     /// The figures behind the choice.
     pub(super) calibration: Calibration,
+    /// Why the WebGPU device was lost, once it was (everything runs on the CPU since).
+    pub(super) lost: Option<String>,
 }
 
 /// The timed forward behind the device choice.

@@ -5,13 +5,31 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use super::reports::TrainingStarted;
-use super::{js_err, put_trainer, set, take_trained, take_trainer, to_js, Learner, Run};
+use std::cell::RefCell;
+
+use super::{
+    js_err, put_trainer, recover_from_lost_device, set, take_trained, take_trainer, to_js, Learner, Run, State,
+};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
 use crate::learn::backend::Backend;
 use crate::learn::options::TrainOptions;
-use crate::learn::trainer::Trainer;
+use crate::learn::trainer::{DivergenceGuard, StepEvent, Trainer};
+use crate::learn::LearnError;
 use crate::model::LoadOptions;
+
+/// A run keeps its tuned tensors every this many steps (on WebGPU one readback): the weights
+/// it goes on from on the CPU if the device is lost, or stops at if it diverges.
+const CHECKPOINT_EVERY: usize = 10;
+
+/// One step of the run in `state` (the outer error: no run).
+async fn step(state: &RefCell<State>) -> Result<Result<StepEvent, LearnError>, JsError> {
+    let mut t =
+        take_trainer(state)?.ok_or_else(|| JsError::new("no training in progress; call beginTraining first"))?;
+    let ev = t.step().await;
+    put_trainer(state, t);
+    Ok(ev)
+}
 
 /// The training options of a named recipe (`quick`, `best`; `learn::options::TrainOptions::preset`),
 /// camelCase: what `beginTraining` takes, for a form to show.
@@ -41,7 +59,7 @@ impl Learner {
                 TrainOptions::from_json(value).map_err(js_err)?
             };
             // An unfinished run: keep what it learned.
-            if let Some(net) = take_trained(&state).await? {
+            if let Some(net) = take_trained(&state, &device).await? {
                 let mut s = state.borrow_mut();
                 s.model.net = net;
                 s.version += 1;
@@ -80,7 +98,9 @@ impl Learner {
                 Some(g) => Box::new(GpuBackend::new(g.ctx.clone(), s.model.net.clone()).map_err(js_err)?),
                 None => Box::new(CpuBackend::new(s.model.net.clone())),
             };
-            let trainer = Trainer::new(backend, config, train.clone()).map_err(js_err)?;
+            let mut trainer = Trainer::new(backend, config, train.clone()).map_err(js_err)?;
+            trainer.checkpoint_every = CHECKPOINT_EVERY;
+            trainer.guard = Some(DivergenceGuard::default());
             let started = TrainingStarted {
                 steps,
                 train_size: train.len(),
@@ -105,14 +125,23 @@ impl Learner {
     #[wasm_bindgen(js_name = trainStep)]
     pub fn train_step(&self) -> js_sys::Promise {
         let state = self.state.clone();
+        let device = self.device.clone();
         future_to_promise(async move {
-            let mut t = take_trainer(&state)?
-                .ok_or_else(|| JsError::new("no training in progress; call beginTraining first"))?;
-            let ev = t.step().await;
-            let backend = t.backend.name();
-            let steps = t.config.steps;
-            put_trainer(&state, t);
+            let (mut ev, mut notice) = (step(&state).await?, None);
+            if ev.is_err() {
+                // A lost WebGPU device: the run moves to the CPU from its last checkpoint and
+                // this step runs there; the event carries the message.
+                notice = recover_from_lost_device(&state, &device).await?;
+                if notice.is_some() {
+                    ev = step(&state).await?;
+                }
+            }
             let ev = ev.map_err(js_err)?;
+            let (backend, steps) = {
+                let s = state.borrow();
+                let t = s.run.as_ref().and_then(|r| r.trainer.as_ref());
+                t.map_or(("cpu", 0), |t| (t.backend.name(), t.config.steps))
+            };
             let evaluate = {
                 let s = state.borrow();
                 let run = s.run.as_ref();
@@ -123,6 +152,9 @@ impl Learner {
             let v = to_js(&ev)?;
             set(v.unchecked_ref(), "backend", backend);
             set(v.unchecked_ref(), "evaluate", evaluate);
+            if let Some(message) = notice {
+                set(v.unchecked_ref(), "deviceLost", message);
+            }
             Ok(v)
         })
     }
@@ -132,8 +164,9 @@ impl Learner {
     #[wasm_bindgen(js_name = finishTraining)]
     pub fn finish_training(&self) -> js_sys::Promise {
         let state = self.state.clone();
+        let device = self.device.clone();
         future_to_promise(async move {
-            match take_trained(&state).await? {
+            match take_trained(&state, &device).await? {
                 Some(net) => {
                     let mut s = state.borrow_mut();
                     s.model.net = net;

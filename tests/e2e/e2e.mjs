@@ -115,6 +115,31 @@ await withPage('e2e', async ({ url, page, log }) => {
   if (!stopped.stopped || stopped.steps >= 1000) fail(`stop did not stop: ${JSON.stringify(stopped)}`);
   log(`stopped after ${stopped.steps} of 1000 steps`);
 
+  // Faults: the WebGPU device lost mid-run (the test hook destroys it, as a driver reset would).
+  // The run goes on on the CPU from its last checkpoint (every 10 steps), says so once, and the
+  // page predicts on the CPU afterwards, with nothing lost.
+  const memBefore = await page.evaluate(() => window.flopsApp.learner.memory());
+  log(`after the WebGPU runs: wasm ${(memBefore.wasmBytes / 2 ** 20).toFixed(1)} MiB; GPU tensors ${JSON.stringify(memBefore.gpu)}`);
+  if (!(memBefore.gpu && memBefore.gpu.peakBytes >= memBefore.gpu.liveBytes && memBefore.gpu.liveBytes > 0)) fail(`GPU tensor bytes: ${JSON.stringify(memBefore.gpu)}`);
+  const lost = await page.evaluate(async () => {
+    const l = window.flopsApp.learner;
+    const backends = [];
+    const r = await l.train({ steps: 12, batch: 4, queriesPerPoint: 2, evalEvery: 0 }, {
+      onStep: (s) => { backends.push(s.backend); if (s.step === 10) l.destroyDeviceForTesting(); },
+    });
+    const c = document.querySelector('#gallery canvas');
+    const pred = await l.predict(c.getContext('2d').getImageData(0, 0, c.width, c.height));
+    return { r, backends, device: l.device, notices: window.flopsApp.notices, errors: window.flopsApp.errors, pred: pred.device, panel: document.getElementById('device-panel').textContent };
+  });
+  log(`device lost: ${JSON.stringify(lost.notices)}; steps on ${lost.backends.join(',')}; then predicted on ${lost.pred}`);
+  if (lost.errors.length) fail(`page errors after the device loss: ${lost.errors.join('; ')}`);
+  if (lost.r.steps !== 12) fail(`the run after the device loss ended at step ${lost.r.steps}, not 12`);
+  if (lost.notices.length !== 1 || !/lost after step 1[01]/.test(lost.notices[0])) fail(`device-loss notices: ${JSON.stringify(lost.notices)}`);
+  if (lost.backends[9] !== 'webgpu' || lost.backends[11] !== 'cpu') fail(`steps ran on ${lost.backends.join(',')}`);
+  if (lost.device.trainingBackend !== 'cpu' || !lost.device.lost || lost.pred !== 'cpu') fail(`after the loss: ${JSON.stringify(lost.device)}; predicted on ${lost.pred}`);
+  if (!lost.panel.includes('WebGPU device was lost')) fail(`the device panel does not say the device was lost: ${lost.panel}`);
+  if (!(lost.r.validation && Number.isFinite(lost.r.validation.accuracy))) fail(`validation after the loss: ${JSON.stringify(lost.r.validation)}`);
+
   // Part 2: what a new user gets: `device: 'auto'` trains where the calibration says it is
   // faster, and the page's default run (Load Animal-Shape, Start) goes through. Its time is
   // logged, not asserted (speed belongs in benchmarks).

@@ -347,6 +347,10 @@ impl Backend for GpuBackend {
         Box::pin(self.gradient_now(plan, coefficients))
     }
 
+    fn lost(&self) -> Option<String> {
+        self.ctx.lost()
+    }
+
     fn read_params<'a>(&'a self, tensors: &'a [u32]) -> BoxFuture<'a, Result<Vec<f32>, LearnError>> {
         Box::pin(self.read_params_now(tensors))
     }
