@@ -241,7 +241,7 @@ fn divergence_guard_stops_a_runaway_run_at_its_last_good_weights() {
     };
     eprintln!("{err}");
     assert_eq!(step, wild.step + 1, "the refused step is the next one");
-    assert!(loss.is_nan() || loss > 4.0 * start + 1.0, "loss {loss} from {start}");
+    assert!(loss.is_nan() || loss > 20.0 * start + 5.0, "loss {loss} from {start}");
     assert_eq!(kept, wild.checkpoint_step());
     assert!(kept % 2 == 0 && kept < step);
     let tuned = wild.tuned_tensors().to_vec();

@@ -1,6 +1,7 @@
 // The flops-web page: plain ES modules over the public API in flops-web.js.
 import { createLearner, readModelFiles } from './flops-web.js';
 import { lineChart, allocationChart, confusionChart, imageCanvas } from './charts.js';
+import { zip } from './zip.js';
 
 const $ = (id) => document.getElementById(id);
 const app = { learner: null, classes: [], steps: [], evaluations: [], lastStep: null, done: null, training: false, errors: [], notices: [] };
@@ -19,6 +20,9 @@ function onProgress(e) {
     case 'ready': status('Ready.'); break;
     case 'error': fail(e.error); break;
     case 'deviceLost': app.notices.push(e.message); showDevice(e.device); break;
+    case 'training':
+      $('train-status').textContent = `Training ${e.tunedParameters.toLocaleString()} parameters on ${e.backend}: the first steps also compute the frozen features of the ${e.trainSize.toLocaleString()} training images they meet (kept after, so later steps are faster)…`;
+      break;
     default: break;
   }
 }
@@ -48,30 +52,31 @@ function calibrationText(d) {
   const figures = `a forward of ${c.images} images took ${ms(c.cpuMsPerImage)} ms per image on the CPU${c.webgpuMsPerImage != null ? ` and ${ms(c.webgpuMsPerImage)} ms on WebGPU` : ''}`;
   if (d.lost) return `Before the loss, ${figures}.`;
   if (d.requested !== 'auto') return `Device forced to <b>${esc(d.requested)}</b> (${figures}).`;
-  return `Chosen automatically: ${figures}, so <b>${esc(d.trainingBackend)}</b> is faster here. Add <code>?device=webgpu</code> or <code>?device=cpu</code> to the address to force one.`;
+  return `Chosen automatically: ${figures}, so <b>${esc(d.trainingBackend)}</b> is faster here. Choose WebGPU or CPU above (or add <code>?device=webgpu</code> or <code>?device=cpu</code> to the address) to force one.`;
 }
 const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
 
 async function start(model) {
-  const device = new URLSearchParams(location.search).get('device') || 'auto';
+  const device = new URLSearchParams(location.search).get('device') || $('device').value || 'auto';
   // The new learner first: if the model does not load, the old one (its examples and trained
   // weights) stays in use. Start and Export wait meanwhile (work on the old learner would be lost).
-  $('start').disabled = true; $('export').disabled = true;
+  $('start').disabled = true; $('export').disabled = true; $('export-folder').disabled = true;
   let learner;
   try {
     learner = await createLearner({ model, device, onProgress });
   } catch (e) {
-    if (app.learner) { $('export').disabled = false; await renderClasses().catch(() => {}); }
+    if (app.learner) { $('export').disabled = false; $('export-folder').disabled = false; await renderClasses().catch(() => {}); }
     throw e;
   }
   if (app.learner) await app.learner.dispose().catch(() => {});
   app.learner = learner;
   showDevice(learner.device);
+  $('device').value = learner.device.requested;
   const m = learner.model;
   $('model-info').textContent = `${model ? 'Local model' : 'Embedded default (tiny ViT pretrained on MNIST)'}: ${m.imageSize.join('x')} px, ${m.channels} channel(s), ${m.layers} layers, hidden ${m.hiddenSize}, ${m.parameters.toLocaleString()} parameters; labels: ${m.labels.slice(0, 12).join(', ')}${m.labels.length > 12 ? '…' : ''}`;
   app.classes = [];
   await renderClasses();
-  $('export').disabled = false;
+  $('export').disabled = false; $('export-folder').disabled = false;
 }
 
 // ---- data -----------------------------------------------------------------------------------
@@ -95,8 +100,14 @@ async function renderClasses() {
     box.append(div);
   }
   const total = s.counts.reduce((a, b) => a + b, 0);
-  $('data-summary').textContent = `${s.classes.length} classes, ${total} training images${s.validationCounts.some((c) => c) ? `, ${s.validationCounts.reduce((a, b) => a + b, 0)} validation` : ' (validation: 20% split off per class)'}.`;
-  $('start').disabled = s.classes.length < 2 || s.counts.some((c) => c === 0);
+  const plural = (n, w) => `${n} ${w}${n === 1 ? '' : w.endsWith('s') ? 'es' : 's'}`;
+  $('data-summary').textContent = `${plural(s.classes.length, 'class')}, ${plural(total, 'training image')}${s.validationCounts.some((c) => c) ? `, ${s.validationCounts.reduce((a, b) => a + b, 0)} validation` : ' (validation: 20% split off per class)'}.`;
+  const empty = s.classes.filter((_, i) => s.counts[i] === 0);
+  app.startReason = s.classes.length < 2
+    ? `Start needs at least 2 classes (${s.classes.length ? `only ${s.classes[0]} so far` : 'none yet'}): add a class, drop a folder of class folders, or load Animal-Shape.`
+    : empty.length ? `Start needs images in every class: ${empty.join(', ')} ${empty.length === 1 ? 'has' : 'have'} none.` : '';
+  $('start-reason').textContent = app.training ? '' : app.startReason;
+  $('start').disabled = app.training || !!app.startReason;
 }
 
 const isImageFile = (f) => f.type.startsWith('image/') || /\.(png|jpe?g|gif|bmp|webp|avif)$/i.test(f.name);
@@ -259,12 +270,12 @@ function draw() {
   lineChart($('loss-chart'), [
     { label: 'train (batch)', points: st.map((s) => [s.queries, s.loss]) },
     { label: 'validation', points: ev.map((e) => [e.queries, e.loss]), dots: true },
-  ], { xlabel: 'cumulative queries', y0: 0 });
+  ], { xlabel: 'cumulative queries', ylabel: 'loss', y0: 0 });
   lineChart($('acc-chart'), [
     { label: 'train (batch)', points: st.map((s) => [s.queries, s.accuracy]) },
     { label: 'validation', points: ev.map((e) => [e.queries, e.accuracy]), dots: true },
-  ], { xlabel: 'cumulative queries', y0: 0, y1: 1 });
-  lineChart($('qps-chart'), [{ label: 'queries/s', points: st.map((s) => [s.step, s.queriesPerSecond]) }], { xlabel: 'step', y0: 0 });
+  ], { xlabel: 'cumulative queries', ylabel: 'accuracy', y0: 0, y1: 1 });
+  lineChart($('qps-chart'), [{ label: 'queries/s (each step)', points: st.map((s) => [s.step, s.rate]) }], { xlabel: 'step', ylabel: 'queries / s', y0: 0 });
   const last = app.lastStep;
   if (last) allocationChart($('alloc-chart'), last.allocation, last.cleanLosses, Number($('budget').value));
 }
@@ -289,7 +300,8 @@ async function showGallery() {
 
 async function train() {
   app.steps = []; app.evaluations = []; app.lastStep = null; app.done = null; app.training = true;
-  $('start').disabled = true; $('stop').disabled = false;
+  $('start').disabled = true; $('stop').disabled = false; $('device').disabled = true; $('start-reason').textContent = '';
+  $('train-status').textContent = 'Starting…';
   let t0 = performance.now(); let frameQueued = false;
   const redraw = () => { if (!frameQueued) { frameQueued = true; requestAnimationFrame(() => { frameQueued = false; draw(); }); } };
   try {
@@ -297,9 +309,18 @@ async function train() {
     await app.learner.setSeed(p.seed);
     const result = await app.learner.train(p, {
       onStep: (s) => {
+        const now = performance.now();
+        const prev = app.steps[app.steps.length - 1];
+        // This step's own rate (the core's figure is a running average).
+        s.stepSeconds = (now - (prev ? prev.at : t0)) / 1000;
+        s.at = now;
+        s.rate = (s.queries - (prev ? prev.queries : 0)) / Math.max(s.stepSeconds, 1e-6);
         app.steps.push(s); app.lastStep = s;
-        const sec = (performance.now() - t0) / 1000;
-        $('train-status').textContent = `step ${s.step}/${s.steps} on ${s.backend} · loss ${s.loss.toFixed(3)} · ${Math.round(s.queriesPerSecond)} queries/s · ${(s.step / sec).toFixed(2)} steps/s`;
+        // The time left from the recent steps (the first ones also compute each image's frozen features).
+        const recent = app.steps.slice(-10);
+        const perStep = recent.reduce((a, x) => a + x.stepSeconds, 0) / recent.length;
+        const left = (s.steps - s.step) * perStep;
+        $('train-status').textContent = `step ${s.step}/${s.steps} on ${s.backend} · loss ${s.loss.toFixed(3)} · ${(perStep * 1000).toFixed(0)} ms/step · ${Math.round(s.rate)} queries/s · ${left >= 1 ? `about ${left < 90 ? `${left.toFixed(0)} s` : `${(left / 60).toFixed(1)} min`} left` : 'finishing'}`;
         $('metrics').textContent = `queries so far: ${s.queries.toLocaleString()} · grad norm ${s.gradNorm.toFixed(3)} · lr ${s.lr.toExponential(2)}${s.allocatorParams.length ? ' · allocator ' + s.allocatorParams.map(([k, v]) => `${k}=${(+v).toPrecision(3)}`).join(', ') : ''}`;
         redraw();
       },
@@ -310,33 +331,53 @@ async function train() {
     status(`Training ${result.stopped ? 'stopped' : 'done'} after ${result.steps} steps${v ? `: validation accuracy ${(v.accuracy * 100).toFixed(1)}%` : ''}.`);
     $('val-accuracy') && ($('val-accuracy').textContent = v ? v.accuracy.toFixed(3) : '');
     await showGallery();
-  } catch (e) { fail(e); } finally {
+  } catch (e) {
+    fail(e);
+    if (/diverged/.test(e.message)) $('train-status').textContent = 'Stopped: the loss diverged. The weights from before it are kept; lower the learning rate or the noise scale and start again.';
+  } finally {
     app.training = false;
-    $('start').disabled = false; $('stop').disabled = true;
+    $('stop').disabled = true; $('device').disabled = false;
+    $('start').disabled = !!app.startReason;
   }
 }
 
 // ---- export ---------------------------------------------------------------------------------
-async function exportModel() {
+/** The exported HF folder's files, as `[{name, bytes}]`. */
+async function exportedFiles() {
   const f = await app.learner.exportModel();
-  const files = { 'config.json': f.config, 'model.safetensors': f.weights, 'preprocessor_config.json': f.preprocessor };
-  if (window.showDirectoryPicker) {
-    try {
-      const dir = await window.showDirectoryPicker({ mode: 'readwrite' });
-      for (const [name, bytes] of Object.entries(files)) {
-        const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
-        await w.write(bytes); await w.close();
-      }
-      status(`Exported to the folder ${dir.name}.`);
-      return;
-    } catch (e) { if (e.name === 'AbortError') return; }
+  return [
+    { name: 'config.json', bytes: f.config },
+    { name: 'model.safetensors', bytes: f.weights },
+    { name: 'preprocessor_config.json', bytes: f.preprocessor },
+  ];
+}
+const exportStatus = (text) => { $('export-status').textContent = text; status(text); };
+
+/** One download in every browser: a zip of the HF folder (stored: weights barely compress). */
+async function exportZip() {
+  exportStatus('Exporting…');
+  const files = await exportedFiles();
+  const blob = zip(files.map(({ name, bytes }) => ({ name: `flops-web-model/${name}`, bytes })));
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob); a.download = 'flops-web-model.zip';
+  document.body.append(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+  exportStatus(`Downloaded flops-web-model.zip (${(blob.size / 2 ** 20).toFixed(2)} MiB): unzip it for the HF folder (config.json, model.safetensors, preprocessor_config.json).`);
+}
+
+/** Where the browser has a folder picker: the three files written into a chosen folder. */
+async function exportFolder() {
+  let dir;
+  try { dir = await window.showDirectoryPicker({ mode: 'readwrite' }); } catch (e) {
+    if (e.name === 'AbortError') { exportStatus('Export cancelled: no folder chosen.'); return; }
+    throw e;
   }
-  for (const [name, bytes] of Object.entries(files)) {
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(new Blob([bytes])); a.download = name; a.click();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  exportStatus(`Writing into ${dir.name}…`);
+  for (const { name, bytes } of await exportedFiles()) {
+    const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
+    await w.write(bytes); await w.close();
   }
-  status('Exported config.json, model.safetensors and preprocessor_config.json (put them in one folder).');
+  exportStatus(`Saved config.json, model.safetensors and preprocessor_config.json into the folder ${dir.name}.`);
 }
 
 // ---- wiring ---------------------------------------------------------------------------------
@@ -349,7 +390,8 @@ $('load-animal').onclick = async () => {
   } catch (e) { fail(e); }
 };
 $('add-class').onclick = async () => {
-  try { await ensureClass($('new-class').value); $('new-class').value = ''; await renderClasses(); } catch (e) { fail(e); }
+  // A name that exists is refused by the core with a message (folders add to existing classes).
+  try { await app.learner.addClass($('new-class').value); $('new-class').value = ''; await renderClasses(); } catch (e) { fail(e); }
 };
 const dz = $('dropzone');
 dz.ondragover = (e) => { e.preventDefault(); dz.classList.add('over'); };
@@ -360,7 +402,15 @@ $('data-folder').onchange = (e) => { const files = Array.from(e.target.files); e
 $('start').onclick = () => train();
 $('stop').onclick = () => app.learner.stopTraining().catch(fail);
 $('preset').onchange = () => applyPreset($('preset').value).catch(fail);
-$('export').onclick = () => exportModel().catch(fail);
+$('export').onclick = () => exportZip().catch(fail);
+$('export-folder').hidden = !window.showDirectoryPicker;
+$('export-folder').onclick = () => exportFolder().catch(fail);
+$('device').onchange = async () => {
+  try {
+    showDevice(await app.learner.setDevice($('device').value));
+    status(`Training and predictions now run on ${app.learner.device.trainingBackend} (${app.learner.device.requested}); examples and trained weights kept.`);
+  } catch (e) { fail(e); $('device').value = app.learner.device.requested; }
+};
 $('predict-file').onchange = async (e) => { try { if (e.target.files[0]) showPrediction(await app.learner.predict(e.target.files[0])); } catch (err) { fail(err); } };
 $('webcam-predict').onclick = () => webcamPredict().catch(fail);
 $('model-folder').onchange = async (e) => { try { await start(await readModelFiles(e.target.files)); } catch (err) { fail(err); } };

@@ -6,30 +6,53 @@ function frame(canvas) {
   const ctx = canvas.getContext('2d');
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.font = '11px sans-serif';
-  return { ctx, l: 44, r: canvas.width - 8, t: 8, b: canvas.height - 24 };
+  return { ctx, l: 52, r: canvas.width - 10, t: 8, b: canvas.height - 30 };
 }
 
-function axes(f, x0, x1, y0, y1) {
+/** About `n` round tick values covering [lo, hi] (steps of 1, 2 or 5 times a power of ten). */
+export function ticks(lo, hi, n = 5) {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / n;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
+  return out;
+}
+
+const fmt = (v) => (Math.abs(v) >= 1e6 ? `${+(v / 1e6).toPrecision(3)}M` : Math.abs(v) >= 1000 ? `${+(v / 1000).toPrecision(3)}k` : `${+v.toPrecision(3)}`);
+
+/** Axes with round ticks and light grid lines; `ylabel` is written up the left edge. */
+function axes(f, x0, x1, y0, y1, ylabel = '') {
   const { ctx, l, r, t, b } = f;
-  ctx.strokeStyle = '#888'; ctx.fillStyle = '#444';
-  ctx.beginPath(); ctx.moveTo(l, t); ctx.lineTo(l, b); ctx.lineTo(r, b); ctx.stroke();
-  const fmt = (v) => (Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(0)}k` : +v.toPrecision(3));
-  ctx.textAlign = 'right'; ctx.fillText(fmt(y1), l - 3, t + 8); ctx.fillText(fmt(y0), l - 3, b);
-  ctx.textAlign = 'left'; ctx.fillText(fmt(x0), l, b + 14);
-  ctx.textAlign = 'right'; ctx.fillText(fmt(x1), r, b + 14);
   const sx = (x) => l + ((x - x0) / (x1 - x0 || 1)) * (r - l);
   const sy = (y) => b - ((y - y0) / (y1 - y0 || 1)) * (b - t);
+  ctx.strokeStyle = '#e3e3e3'; ctx.fillStyle = '#444';
+  ctx.textAlign = 'right';
+  for (const v of ticks(y0, y1, 4)) {
+    ctx.beginPath(); ctx.moveTo(l, sy(v)); ctx.lineTo(r, sy(v)); ctx.stroke();
+    ctx.fillText(fmt(v), l - 3, sy(v) + 4);
+  }
+  ctx.textAlign = 'center';
+  for (const v of ticks(x0, x1, 5)) ctx.fillText(fmt(v), sx(v), b + 12);
+  ctx.strokeStyle = '#888';
+  ctx.beginPath(); ctx.moveTo(l, t); ctx.lineTo(l, b); ctx.lineTo(r, b); ctx.stroke();
+  if (ylabel) {
+    ctx.save(); ctx.translate(10, (t + b) / 2); ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = 'center'; ctx.fillText(ylabel, 0, 0); ctx.restore();
+  }
   return { sx, sy };
 }
 
 /** series: [{label, points: [[x, y]], color?, dots?}] */
-export function lineChart(canvas, series, { xlabel = '', y0, y1 } = {}) {
+export function lineChart(canvas, series, { xlabel = '', ylabel = '', x0 = 0, y0, y1 } = {}) {
   const f = frame(canvas);
   const pts = series.flatMap((s) => s.points);
   if (!pts.length) return;
-  const xs = pts.map((p) => p[0]); const ys = pts.map((p) => p[1]);
+  const xs = pts.map((p) => p[0]); const ys = pts.map((p) => p[1]).filter(Number.isFinite);
   const lo = y0 ?? Math.min(...ys); const hi = y1 ?? Math.max(...ys);
-  const { sx, sy } = axes(f, Math.min(...xs), Math.max(...xs), lo, hi === lo ? lo + 1 : hi);
+  const xmax = Math.max(...xs);
+  const { sx, sy } = axes(f, x0, xmax > x0 ? xmax : x0 + 1, lo, hi === lo ? lo + 1 : hi, ylabel);
   series.forEach((s, i) => {
     const c = s.color || COLORS[i % COLORS.length];
     f.ctx.strokeStyle = c; f.ctx.fillStyle = c;
@@ -40,7 +63,7 @@ export function lineChart(canvas, series, { xlabel = '', y0, y1 } = {}) {
     f.ctx.textAlign = 'left'; f.ctx.fillText(s.label, f.l + 6 + i * 110, f.t + 10);
   });
   f.ctx.fillStyle = '#444'; f.ctx.textAlign = 'center';
-  f.ctx.fillText(xlabel, (f.l + f.r) / 2, f.b + 14);
+  f.ctx.fillText(xlabel, (f.l + f.r) / 2, f.b + 26);
 }
 
 /** The FLOPS picture: each image's query count (bar) against its clean loss (x). */
@@ -49,7 +72,7 @@ export function allocationChart(canvas, allocation, losses, uniform) {
   if (!allocation || !allocation.length) return;
   const maxN = Math.max(...allocation, uniform);
   const lmax = Math.max(...losses, 1e-6);
-  const { sx, sy } = axes(f, 0, lmax, 0, maxN);
+  const { sx, sy } = axes(f, 0, lmax, 0, maxN, 'queries');
   f.ctx.fillStyle = 'rgba(31,119,180,0.75)';
   allocation.forEach((n, i) => {
     const x = sx(losses[i]);

@@ -235,6 +235,12 @@ export interface Learner {
    */
   memory(): Promise<{ wasmBytes: number; jsHeapBytes: number | null; gpu: { liveBytes: number; peakBytes: number } | null }>;
   /**
+   * Switches where the next runs and predictions go, keeping the examples and the trained
+   * weights: 'cpu', 'webgpu' (refused without a working WebGPU device) or 'auto' (the
+   * calibration's choice). Refused while a run is in progress. Resolves to the new `device`.
+   */
+  setDevice(device: 'auto' | 'webgpu' | 'cpu'): Promise<DeviceInfo>;
+  /**
    * Test hook: destroys the WebGPU device, as a driver reset or the browser reclaiming the GPU
    * would. A run goes on on the CPU from its last checkpoint (taken every 10 steps; an
    * `onProgress` event `{status: 'deviceLost'}` says so), and predictions move to the CPU.

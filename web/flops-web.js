@@ -146,6 +146,14 @@ class Learner {
    * `gpu`: `{liveBytes, peakBytes}` of the tensors on the WebGPU device, null without one). */
   memory() { return this._call('memory'); }
 
+  /** Switches where the next runs and predictions go ('auto' | 'webgpu' | 'cpu'), keeping the
+   * examples and the trained weights; refused during a run. Resolves to the new `device`. */
+  async setDevice(device) {
+    if (!DEVICES.includes(device)) throw new Error(`unknown device \`${device}\`; one of: ${DEVICES.join(', ')}`);
+    this.device = await this._call('setDevice', { device });
+    return this.device;
+  }
+
   /** Test hook: destroys the WebGPU device, as a driver reset would. A run goes on on the CPU
    * from its last checkpoint (an `onProgress` event `{status: 'deviceLost', message, device}`);
    * predictions move to the CPU. Resolves to whether there was a device. */

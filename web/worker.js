@@ -12,6 +12,7 @@ let learner = null;
 let wasmMemory = null; // the wasm instance's linear memory, for `memory()`
 let stopRequested = false;
 let training = null; // the promise of the running training loop
+let browserInfo = null; // what the browser says about its adapter (asked once)
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 const progress = (status, extra = {}) => post({ status, ...extra });
@@ -52,6 +53,13 @@ async function fetchBytes(url) {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`${url.pathname}: HTTP ${r.status} (the server must serve the files beside worker.js)`);
   return new Uint8Array(await r.arrayBuffer());
+}
+
+/** The core's device report with the browser's own adapter description. */
+function deviceInfo(info = learner.deviceInfo()) {
+  info.browserAdapter = browserInfo;
+  if (!info.webgpu && !(self.navigator && navigator.gpu)) info.reason = 'this browser has no WebGPU (navigator.gpu is missing)';
+  return info;
 }
 
 /**
@@ -128,7 +136,7 @@ async function trainLoop(id, params) {
       last = ev;
       // The WebGPU device went away: the core moved the run to the CPU (from its last
       // checkpoint); say so once, with the device panel's new state.
-      if (ev.deviceLost) progress('deviceLost', { id, message: ev.deviceLost, step: ev.step, device: learner.deviceInfo() });
+      if (ev.deviceLost) progress('deviceLost', { id, message: ev.deviceLost, step: ev.step, device: deviceInfo() });
       progress('step', { id, ...ev, steps: started.steps });
       if (ev.epoch !== epoch) {
         epoch = ev.epoch;
@@ -162,11 +170,10 @@ const methods = {
     const files = model || Object.fromEntries(await Promise.all(Object.entries(DEFAULT_MODEL_URLS).map(async ([k, u]) => [k, await fetchBytes(u)])));
     learner = await createLearner(files.config, files.weights, files.preprocessor, device || 'auto');
     const info = learner.modelInfo();
-    const deviceInfo = learner.deviceInfo();
-    deviceInfo.browserAdapter = deviceInfo.webgpu ? await browserAdapter() : null;
-    if (!deviceInfo.webgpu && !(self.navigator && navigator.gpu)) deviceInfo.reason = 'this browser has no WebGPU (navigator.gpu is missing)';
-    progress('ready', { device: deviceInfo, model: info });
-    return { device: deviceInfo, model: info };
+    browserInfo = learner.deviceInfo().webgpu ? await browserAdapter() : null;
+    const report = deviceInfo();
+    progress('ready', { device: report, model: info });
+    return { device: report, model: info };
   },
   addClass: ({ name }) => learner.addClass(name),
   removeClass: ({ classIndex }) => learner.removeClass(classIndex),
@@ -197,6 +204,7 @@ const methods = {
     gpu: learner.gpuMemory(),
   }),
   destroyDeviceForTesting: () => learner.destroyDeviceForTesting(),
+  setDevice: ({ device }) => exclusive(() => deviceInfo(learner.setDevice(device))),
   preset: ({ name }) => trainPreset(name),
   async train({ params }, id) {
     if (training) throw new Error('training is already running; call stopTraining() first');
@@ -226,8 +234,7 @@ self.onmessage = async ({ data }) => {
     if (method === 'exportModel') for (const k of ['config', 'weights', 'preprocessor']) transfer.push(result[k].buffer);
     post({ id, result }, transfer);
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    if (method === 'create' || method === 'train') progress('error', { id, error: message });
-    post({ id, error: message });
+    // Reported once: the caller's promise rejects with it (no 'error' progress event as well).
+    post({ id, error: e instanceof Error ? e.message : String(e) });
   }
 };

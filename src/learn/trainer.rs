@@ -160,9 +160,12 @@ pub struct DivergenceGuard {
 
 impl Default for DivergenceGuard {
     fn default() -> Self {
+        // Far past the start: an aggressive but sane rate (Adam at 0.3 on the head) spikes a
+        // batch of 8 to ~14x its starting loss for a few steps and recovers; a runaway one
+        // (learning rate 10) reaches 200x within two steps.
         Self {
-            factor: 4.0,
-            margin: 1.0,
+            factor: 20.0,
+            margin: 5.0,
             decay: 0.8,
         }
     }

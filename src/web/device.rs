@@ -201,6 +201,58 @@ impl Device {
         info.lost = Some(reason.to_string());
     }
 
+    /// Switches where the next runs and predictions go: `"cpu"`, `"webgpu"` (an error without
+    /// a working WebGPU device: none, or lost) or `"auto"` (the calibration's choice). The
+    /// calibration figures stay those measured when the learner was made.
+    pub fn switch(&self, device: &str) -> Result<(), String> {
+        let gpu_ok = self.gpu.is_some() && self.info.borrow().lost.is_none();
+        let faster = {
+            let c = &self.info.borrow().calibration;
+            c.webgpu_ms_per_image.is_some_and(|g| g < c.cpu_ms_per_image)
+        };
+        let (on_gpu, requested, reason) = match device {
+            "cpu" => (false, "cpu", "CPU chosen (device: \"cpu\")".to_string()),
+            "webgpu" if gpu_ok => (true, "webgpu", "WebGPU chosen (device: \"webgpu\")".to_string()),
+            "webgpu" => {
+                let why = match (&self.gpu, &self.info.borrow().lost) {
+                    (_, Some(lost)) => format!("the WebGPU device was lost ({lost})"),
+                    (None, _) => self
+                        .info
+                        .borrow()
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "no WebGPU adapter".into()),
+                    _ => String::new(),
+                };
+                return Err(format!("device \"webgpu\": not available here: {why}"));
+            }
+            "auto" => {
+                let c = &self.info.borrow().calibration;
+                let reason = match c.webgpu_ms_per_image {
+                    Some(g) if gpu_ok => format!(
+                        "calibration: a forward takes {:.2} ms per image on the CPU and {g:.2} ms on WebGPU: {} is faster",
+                        c.cpu_ms_per_image,
+                        if faster { "WebGPU" } else { "the CPU" }
+                    ),
+                    _ => "no working WebGPU device: the CPU".to_string(),
+                };
+                (gpu_ok && faster, "auto", reason)
+            }
+            other => return Err(format!("unknown device `{other}`; one of: auto, webgpu, cpu")),
+        };
+        self.on_gpu.set(on_gpu);
+        let chosen = if on_gpu { "webgpu" } else { "cpu" };
+        let mut info = self.info.borrow_mut();
+        info.requested = requested;
+        info.training_backend = chosen;
+        info.predict_backend = chosen;
+        info.evaluation_backend = if on_gpu && EVALUATE_ON_GPU { "webgpu" } else { "cpu" };
+        if info.lost.is_none() {
+            info.reason = Some(reason);
+        }
+        Ok(())
+    }
+
     /// The test hook for device loss: destroys the WebGPU device (as a driver reset or the
     /// browser reclaiming the GPU would). Returns whether there was one.
     pub fn destroy_for_testing(&self) -> bool {

@@ -215,6 +215,21 @@ impl Learner {
         Ok(())
     }
 
+    /// Switches the device of the next runs and of predictions (`"auto"`, `"webgpu"`, `"cpu"`)
+    /// without touching the examples or the trained weights; refused while a run is in
+    /// progress (it stays on its device). Returns the new `deviceInfo()`.
+    #[wasm_bindgen(js_name = setDevice)]
+    pub fn set_device(&self, device: &str) -> Result<JsValue, JsError> {
+        if let Some(run) = self.state.borrow().run.as_ref() {
+            let on = run.trainer.as_ref().map_or("its device", |t| t.backend.name());
+            return Err(JsError::new(&format!(
+                "a run is in progress on {on}; stop it before switching the device"
+            )));
+        }
+        self.device.switch(device).map_err(|e| JsError::new(&e))?;
+        self.device_info()
+    }
+
     /// Bytes of the tensors on the WebGPU device (`{liveBytes, peakBytes}`: weights,
     /// activations, kept features, optimiser state), or `null` without WebGPU.
     #[wasm_bindgen(js_name = gpuMemory)]

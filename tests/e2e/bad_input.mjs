@@ -65,12 +65,24 @@ await withPage('bad-input', async ({ url, page, log }) => {
   log(`status: ${await page.textContent('#status')}`);
   if (count !== GOOD.length) fail(`mixed has ${count} examples, expected the ${GOOD.length} good ones`);
 
-  // A class with no images, then absurd settings: each refused by name before training.
-  await app(() => window.flopsApp.learner.addClass('empty'));
+  // A class with no images (added with the page's button): Start says why it is disabled; the
+  // same name again is refused by name; the API names the class. Then absurd settings: each
+  // refused by name before training.
+  await page.fill('#new-class', 'empty');
+  await page.click('#add-class');
+  await page.waitForFunction(() => /empty have none|empty has none/.test(document.getElementById('start-reason').textContent), null, { timeout: 10000 });
+  const reason = await page.textContent('#start-reason');
+  log(`Start disabled: ${reason}`);
+  if (!(await page.isDisabled('#start'))) fail('Start is enabled with an empty class');
+  await page.fill('#new-class', 'empty');
+  await page.click('#add-class');
+  await page.waitForFunction(() => /already exists/.test(document.getElementById('status').textContent), null, { timeout: 10000 });
+  log(`duplicate class: ${await page.textContent('#status')}`);
   const empty = await trainError({ steps: 2 });
   log(`empty class: ${empty}`);
   if (!empty.includes('`empty` has no examples')) fail(`an empty class gave: ${empty}`);
-  await app(async () => { const l = window.flopsApp.learner; const s = await l.summary(); await l.removeClass(s.classes.indexOf('empty')); });
+  await page.click('#classes .class:has(b:text-is("empty")) .remove');
+  await page.waitForFunction(() => !document.getElementById('start').disabled, null, { timeout: 10000 });
   for (const [params, says] of [
     [{ batch: 0 }, 'batch must be from 1'],
     [{ steps: -1 }, 'steps must be a whole number, got -1'],
@@ -92,6 +104,7 @@ await withPage('bad-input', async ({ url, page, log }) => {
   await page.waitForFunction(() => /steps must be/.test(document.getElementById('status').textContent), null, { timeout: 10000 });
   log(`form: ${await page.textContent('#status')}`);
   await page.fill('#steps', '200');
+
 
   // Model folders with a missing and a corrupt file: named, and the learner in use stays.
   const modelDir = join(root, 'assets', 'default');
@@ -117,6 +130,18 @@ await withPage('bad-input', async ({ url, page, log }) => {
   const still = await logitsOf();
   const drift = Math.max(...still.map((v, i) => Math.abs(v - trained[i])));
   if (!(drift === 0)) fail(`the trained weights changed by ${drift}`);
+
+  // A diverging run (learning rate 10, the most allowed): the guard stops it, says so once with
+  // a suggestion, and keeps the weights from before it
+  // (step 0 of the run: its 11-class head as made; the page trains and predicts after).
+  await page.fill('#lr', '10');
+  const errorsBefore = (await app(() => window.flopsApp.errors)).length;
+  await page.click('#start');
+  await page.waitForFunction(() => /diverged/.test(document.getElementById('train-status').textContent), null, { timeout: 60000 });
+  const diverged = (await app(() => window.flopsApp.errors)).slice(errorsBefore);
+  log(`diverging run: ${diverged.join(' | ')}; ${await page.textContent('#train-status')}`);
+  if (diverged.length !== 1 || !/diverged at step \d+.*kept the weights of step 0.*lower learning rate/.test(diverged[0])) fail(`the divergence was reported as: ${JSON.stringify(diverged)}`);
+  await page.fill('#lr', '0.05');
 
   // Still usable: it trains (with the new class) and predicts.
   const r = await app((p) => window.flopsApp.learner.train(p), quick);

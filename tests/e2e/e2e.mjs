@@ -67,17 +67,16 @@ await withPage('e2e', async ({ url, page, log }) => {
   const allocPixels = await page.evaluate(() => { const c = document.getElementById('alloc-chart'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; });
   if (allocPixels < 100) fail('the allocation chart is empty');
 
-  // Export (what the Export button writes) and load it in the native CLI.
-  const files = await page.evaluate(async () => {
-    const f = await window.flopsApp.learner.exportModel();
-    const b64 = (u8) => { let s = ''; for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode(...u8.subarray(i, i + 0x8000)); return btoa(s); };
-    return { config: b64(f.config), weights: b64(f.weights), preprocessor: b64(f.preprocessor) };
-  });
+  // Export through the page's download path (one zip), unzipped by Python's zipfile (an
+  // independent reader) and loaded in the native CLI.
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 60000 }), page.click('#export')]);
+  const zipPath = join(out, download.suggestedFilename());
+  await download.saveAs(zipPath);
   const dir = join(out, 'exported-model');
   rmSync(dir, { recursive: true, force: true }); mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'config.json'), Buffer.from(files.config, 'base64'));
-  writeFileSync(join(dir, 'model.safetensors'), Buffer.from(files.weights, 'base64'));
-  writeFileSync(join(dir, 'preprocessor_config.json'), Buffer.from(files.preprocessor, 'base64'));
+  const listing = execFileSync('python3', ['-c', 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; [open(sys.argv[2] + "/" + i.filename.split("/")[-1], "wb").write(z.read(i)) for i in z.infolist()]; print(" ".join(f"{i.filename}:{i.file_size}" for i in z.infolist()))', zipPath, dir], { encoding: 'utf8' }).trim();
+  log(`downloaded ${download.suggestedFilename()}: ${listing}; ${await page.textContent('#export-status')}`);
+  if (!/model\.safetensors/.test(listing) || !/Downloaded flops-web-model\.zip/.test(await page.textContent('#export-status'))) fail(`the export download: ${listing}`);
   const cli = process.env.FLOPS_CLI || join(root, 'target', 'debug', 'flops');
   const cliOut = execFileSync(cli, ['predict', '--json', '--model', dir, join(root, 'assets', 'samples', 'digit-1.png')], { encoding: 'utf8' });
   const parsed = JSON.parse(cliOut);
@@ -166,6 +165,28 @@ await withPage('e2e', async ({ url, page, log }) => {
   log(`default run: ${d.done.steps} steps on ${d.done.backend} in ${((Date.now() - tDefault) / 1000).toFixed(1)} s, validation accuracy ${d.done.validation.accuracy.toFixed(3)}`);
   if (d.done.backend !== auto.trainingBackend) fail(`the default run trained on ${d.done.backend}, not ${auto.trainingBackend}`);
   await page.screenshot({ path: join(out, 'default-run.png'), fullPage: true });
+
+  // The device control: switched to WebGPU between runs, with the examples and the trained
+  // weights kept (the same prediction within 1e-4), a short run there, then back to auto.
+  const probeImg = readFileSync(join(root, 'assets', 'samples', 'digit-3.png')).toString('base64');
+  const logitsNow = (b) => page.evaluate(async (b64) => (await window.flopsApp.learner.predict(new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))]))), b);
+  const onCpu = await logitsNow(probeImg);
+  const countsBefore = (await page.evaluate(() => window.flopsApp.learner.summary())).counts;
+  await page.selectOption('#device', 'webgpu');
+  await page.waitForFunction(() => window.flopsApp.learner.device.trainingBackend === 'webgpu', null, { timeout: 10000 });
+  const onGpu = await logitsNow(probeImg);
+  const switchDiff = Math.max(...onGpu.logits.map((v, i) => Math.abs(v - onCpu.logits[i])));
+  const panelGpu = await page.textContent('#device-panel');
+  log(`switched to webgpu: prediction on ${onGpu.device}, |logits - cpu| ${switchDiff.toExponential(2)}; ${await page.textContent('#status')}`);
+  if (onCpu.device !== 'cpu' || onGpu.device !== 'webgpu' || !(switchDiff <= 1e-4)) fail(`device switch: ${onCpu.device} -> ${onGpu.device}, diff ${switchDiff}`);
+  if (!panelGpu.includes('training runs on webgpu')) fail(`the panel after the switch: ${panelGpu}`);
+  const short = await page.evaluate(() => window.flopsApp.learner.train({ steps: 2, batch: 4, queriesPerPoint: 2, evalEvery: 0 }));
+  if (short.backend !== 'webgpu') fail(`after the switch the run trained on ${short.backend}`);
+  await page.selectOption('#device', 'auto');
+  await page.waitForFunction((b) => window.flopsApp.learner.device.trainingBackend === b, auto.trainingBackend, { timeout: 10000 });
+  const countsAfter = (await page.evaluate(() => window.flopsApp.learner.summary())).counts;
+  if (JSON.stringify(countsAfter) !== JSON.stringify(countsBefore)) fail(`the switch changed the examples: ${countsAfter} vs ${countsBefore}`);
+  log(`2 steps on webgpu after the switch, then back to auto (${auto.trainingBackend}); examples kept`);
 
   // The 'best' recipe: choosing it fills the form; through the API it runs with overrides
   // (a few steps here: the recipe itself takes minutes).

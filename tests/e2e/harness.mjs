@@ -69,3 +69,27 @@ export async function withPage(name, body) {
     rmSync(profile, { recursive: true, force: true });
   }
 }
+
+/**
+ * The used JS heap of the page's worker whose URL contains `urlPart`, in bytes, through the
+ * DevTools protocol (Chromium gives workers no `performance.memory`); null if it cannot be read.
+ */
+export async function workerHeap(page, urlPart = 'worker.js') {
+  const cdp = await page.context().newCDPSession(page);
+  try {
+    const { targetInfos } = await cdp.send('Target.getTargets');
+    const w = targetInfos.find((t) => t.type === 'worker' && t.url.includes(urlPart));
+    if (!w) return null;
+    const { sessionId } = await cdp.send('Target.attachToTarget', { targetId: w.targetId, flatten: false });
+    const reply = new Promise((res) => cdp.on('Target.receivedMessageFromTarget', (e) => {
+      const m = JSON.parse(e.message);
+      if (m.id === 1) res(m.result);
+    }));
+    await cdp.send('Target.sendMessageToTarget', { sessionId, message: JSON.stringify({ id: 1, method: 'Runtime.getHeapUsage' }) });
+    const r = await Promise.race([reply, new Promise((res) => setTimeout(() => res(null), 10000))]);
+    await cdp.send('Target.detachFromTarget', { sessionId }).catch(() => {});
+    return r ? r.usedSize : null;
+  } finally {
+    await cdp.detach().catch(() => {});
+  }
+}

@@ -1,13 +1,14 @@
 // End-to-end at scale: 2,000 photos-sized images (160 x 120 RGB PNGs, 10 classes of 200) picked
 // as one folder of class folders in the page (which adds them through the API's addExamples),
 // then trained, predicted and exported. Logs the time and the memory: the page's JS heap, the
-// worker's JS heap and its wasm memory, which holds every example. Examples must be kept at the
+// worker's JS heap (through the DevTools protocol), its wasm memory, which holds every example,
+// and the bytes of the tensors on the WebGPU device. Examples must be kept at the
 // model's input size, not as decoded originals: 2,000 decoded originals are 115 MB, so the wasm
 // memory may grow by at most 32 MB.
 //   node tests/e2e/scale.mjs   (after scripts/build-web.sh)
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { withPage, png, out, fail } from './harness.mjs';
+import { withPage, png, out, fail, workerHeap } from './harness.mjs';
 
 const CLASSES = 10, PER_CLASS = 200, W = 160, H = 120, MAX_WASM_GROWTH = 32 << 20;
 
@@ -38,7 +39,12 @@ for (let c = 0; c < CLASSES; c++) {
 await withPage('scale', async ({ url, page, log }) => {
   await page.goto(url);
   await page.waitForFunction(() => window.flopsApp && window.flopsApp.learner, null, { timeout: 60000 });
-  const memory = () => page.evaluate(async () => ({ page: performance.memory ? performance.memory.usedJSHeapSize : null, ...(await window.flopsApp.learner.memory()) }));
+  // The worker's heap through the DevTools protocol (workers have no performance.memory); the
+  // peak is the largest of the samples taken.
+  const memory = async () => {
+    const m = await page.evaluate(async () => ({ page: performance.memory ? performance.memory.usedJSHeapSize : null, ...(await window.flopsApp.learner.memory()) }));
+    return { ...m, jsHeapBytes: await workerHeap(page) };
+  };
   const mb = (b) => (b == null ? 'n/a' : `${(b / 2 ** 20).toFixed(1)} MB`);
   const m0 = await memory();
   const t0 = Date.now();
@@ -59,5 +65,10 @@ await withPage('scale', async ({ url, page, log }) => {
   const p = await page.evaluate(async () => { const c = document.querySelector('#classes canvas'); return (await window.flopsApp.learner.predict(c.getContext('2d').getImageData(0, 0, c.width, c.height))).top[0]; });
   const e = await page.evaluate(async () => { const f = await window.flopsApp.learner.exportModel(); return { config: f.config.length, weights: f.weights.length, labels: JSON.parse(new TextDecoder().decode(f.config)).id2label }; });
   log(`predicts ${JSON.stringify(p)}; export: ${e.weights} B of weights, labels ${Object.values(e.labels).join(', ')}`);
+  const m3 = await memory();
+  const peak = (k) => Math.max(...[m0, m1, m2, m3].map((m) => m[k] ?? 0));
+  const gpu = m3.gpu ? `GPU tensors ${mb(m3.gpu.liveBytes)} live, ${mb(m3.gpu.peakBytes)} at peak (training ran on ${r.backend})` : 'no WebGPU device';
+  log(`peak of the samples: worker heap ${mb(peak('jsHeapBytes'))}, page heap ${mb(peak('page'))}, wasm ${mb(peak('wasmBytes'))}; ${gpu}`);
+  if (m3.jsHeapBytes == null) fail('the worker heap could not be read');
   if (!p.label || Object.keys(e.labels).length !== CLASSES) fail('predict or export failed at scale');
 });
