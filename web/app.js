@@ -275,7 +275,7 @@ function draw() {
     { label: 'train (batch)', points: st.map((s) => [s.queries, s.accuracy]) },
     { label: 'validation', points: ev.map((e) => [e.queries, e.accuracy]), dots: true },
   ], { xlabel: 'cumulative queries', ylabel: 'accuracy', y0: 0, y1: 1 });
-  lineChart($('qps-chart'), [{ label: 'queries/s (each step)', points: st.map((s) => [s.step, s.rate]) }], { xlabel: 'step', ylabel: 'queries / s', y0: 0 });
+  lineChart($('qps-chart'), [{ label: 'queries/s (over the last 0.25 s or more)', points: st.map((s) => [s.step, s.rate]) }], { xlabel: 'step', ylabel: 'queries / s', y0: 0 });
   const last = app.lastStep;
   if (last) allocationChart($('alloc-chart'), last.allocation, last.cleanLosses, Number($('budget').value));
 }
@@ -314,7 +314,11 @@ async function train() {
         // This step's own rate (the core's figure is a running average).
         s.stepSeconds = (now - (prev ? prev.at : t0)) / 1000;
         s.at = now;
-        s.rate = (s.queries - (prev ? prev.queries : 0)) / Math.max(s.stepSeconds, 1e-6);
+        // This step's rate over a window of at least 0.25 s (fast steps arrive in bunches).
+        let j = app.steps.length - 1;
+        while (j > 0 && now - app.steps[j].at < 250) j--;
+        const from = j >= 0 && now - app.steps[j].at >= 250 ? app.steps[j] : { at: t0, queries: 0 };
+        s.rate = (s.queries - from.queries) / Math.max((now - from.at) / 1000, 1e-3);
         app.steps.push(s); app.lastStep = s;
         // The time left from the recent steps (the first ones also compute each image's frozen features).
         const recent = app.steps.slice(-10);
