@@ -244,7 +244,17 @@ function showPrediction(p) {
 
 // ---- training -------------------------------------------------------------------------------
 function params() {
-  const num = (id) => Number($(id).value);
+  // An empty field (a number input also reads empty when what it holds is not a number) is
+  // named here: Number('') would be 0 and reach the core as "got 0".
+  const num = (id) => {
+    const el = $(id);
+    const raw = el.value.trim();
+    if (raw === '' || !Number.isFinite(Number(raw))) {
+      const label = (el.closest('label') && el.closest('label').firstChild.textContent.trim()) || id;
+      throw new Error(`${label}: enter a number (the field is empty or does not hold a number)`);
+    }
+    return Number(raw);
+  };
   return {
     estimator: $('estimator').value, antithetic: $('antithetic').checked, allocator: $('allocator').value,
     queriesPerPoint: num('budget'), batch: num('batch'), steps: num('steps'), learningRate: num('lr'),

@@ -47,8 +47,9 @@ impl Budget {
         }
         if self.unit == 0 || !self.total.is_multiple_of(self.unit) || !self.min_per_point.is_multiple_of(self.unit) {
             return bad(format!(
-                "budget {} and minimum {} must be multiples of the allocation unit {}",
-                self.total, self.min_per_point, self.unit
+                "a step's budget of {} queries (batch x queriesPerPoint) must come in groups of {} \
+                 (antithetic queries are pairs): make queriesPerPoint a multiple of {}, or turn antithetic off",
+                self.total, self.unit, self.unit
             ));
         }
         if self.min_per_point == 0 {
@@ -56,8 +57,9 @@ impl Budget {
         }
         if self.total < batch * self.min_per_point {
             return bad(format!(
-                "budget of {} queries cannot give {} points {} each",
-                self.total, batch, self.min_per_point
+                "a step's budget of {} queries cannot give each of the {} images its minimum of {} \
+                 (antithetic queries are pairs): raise queriesPerPoint to at least {}",
+                self.total, batch, self.min_per_point, self.min_per_point
             ));
         }
         Ok(())
@@ -551,7 +553,11 @@ mod tests {
                 },
             )
             .unwrap_err();
-        assert!(err.to_string().contains("cannot give 4 points 2 each"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cannot give each of the 4 images its minimum of 2"),
+            "{err}"
+        );
         let err = Uniform::new(0)
             .allocate(
                 &stats(&l, &l),
@@ -562,7 +568,7 @@ mod tests {
                 },
             )
             .unwrap_err();
-        assert!(err.to_string().contains("multiples"), "{err}");
+        assert!(err.to_string().contains("must come in groups of 2"), "{err}");
     }
 
     #[test]

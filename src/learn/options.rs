@@ -45,6 +45,15 @@ fn plain_type_error(key: &str, value: &serde_json::Value, serde: &str) -> String
     format!("{key} must be {wants}, got {got}")
 }
 
+/// An allowed range in words (`least` of `f64::MIN_POSITIVE`: above 0).
+fn range_text(least: f64, most: f64) -> String {
+    if least == f64::MIN_POSITIVE {
+        format!("above 0 and at most {most}")
+    } else {
+        format!("from {least} to {most}")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct TrainOptions {
@@ -183,7 +192,17 @@ impl TrainOptions {
                     .map(|e| (k, v, e))
             });
             match culprit {
-                Some((k, v, e)) => bad(plain_type_error(k, v, &e.to_string())),
+                Some((k, v, e)) => {
+                    let message = plain_type_error(k, v, &e.to_string());
+                    // Name the allowed range too, where the key has one.
+                    let range = Self::default().ranges().into_iter().find(|r| r.0 == k);
+                    bad(match (range, message.split_once(", got ")) {
+                        (Some((_, _, least, most)), Some((head, got))) => {
+                            format!("{head} {}, got {got}", range_text(least, most))
+                        }
+                        _ => message,
+                    })
+                }
                 None => bad(format!("training options: {e}")),
             }
         })
@@ -227,12 +246,7 @@ impl TrainOptions {
     pub fn to_config(&self, default_seed: u64) -> Result<TrainConfig, LearnError> {
         for (name, v, least, most) in self.ranges() {
             if !(v >= least && v <= most) {
-                let range = if least == f64::MIN_POSITIVE {
-                    format!("above 0 and at most {most}")
-                } else {
-                    format!("from {least} to {most}")
-                };
-                return Err(bad(format!("{name} must be {range}, got {v}")));
+                return Err(bad(format!("{name} must be {}, got {v}", range_text(least, most))));
             }
         }
         if let Some(c) = self.clip_norm {
@@ -336,14 +350,20 @@ mod tests {
                 .to_string()
         };
         for (json, says) in [
-            (r#"{"steps": -1}"#, "steps must be a whole number, got -1"),
+            (
+                r#"{"steps": -1}"#,
+                "steps must be a whole number from 1 to 1000000, got -1",
+            ),
             (r#"{"steps": 0}"#, "steps must be from 1 to 1000000, got 0"),
             (r#"{"batch": 0}"#, "batch must be from 1 to 4096, got 0"),
-            (r#"{"batch": "8"}"#, "batch must be a whole number, got the text \"8\""),
+            (
+                r#"{"batch": "8"}"#,
+                "batch must be a whole number from 1 to 4096, got the text \"8\"",
+            ),
             (r#"{"queriesPerPoint": 0}"#, "queriesPerPoint must be from 1"),
             (
                 r#"{"learningRate": null}"#,
-                "learningRate must be a number, got nothing (null, or NaN",
+                "learningRate must be a number above 0 and at most 10, got nothing (null, or NaN",
             ),
             (
                 r#"{"learningRate": 1e6}"#,

@@ -85,10 +85,10 @@ await withPage('bad-input', async ({ url, page, log }) => {
   await page.waitForFunction(() => !document.getElementById('start').disabled, null, { timeout: 10000 });
   for (const [params, says] of [
     [{ batch: 0 }, 'batch must be from 1'],
-    [{ steps: -1 }, 'steps must be a whole number, got -1'],
+    [{ steps: -1 }, 'steps must be a whole number from 1 to 1000000, got -1'],
     [{ learningRate: NaN }, 'learningRate must be a finite number, got NaN'],
     [{ clipNorm: Infinity }, 'clipNorm must be a finite number, got Infinity'],
-    [{ learningRate: '0.1' }, 'learningRate must be a number, got the text "0.1"'],
+    [{ learningRate: '0.1' }, 'learningRate must be a number above 0 and at most 10, got the text "0.1"'],
     [{ learningRate: 1e6 }, 'learningRate must be above 0 and at most 10'],
     [{ queriesPerPoint: 0 }, 'queriesPerPoint must be from 1'],
     [{ stepz: 10 }, 'unknown field `stepz`'],
@@ -104,6 +104,11 @@ await withPage('bad-input', async ({ url, page, log }) => {
   await page.waitForFunction(() => /steps must be/.test(document.getElementById('status').textContent), null, { timeout: 10000 });
   log(`form: ${await page.textContent('#status')}`);
   await page.fill('#steps', '200');
+  await page.fill('#lr', '');
+  await page.click('#start');
+  await page.waitForFunction(() => /Learning rate: enter a number/.test(document.getElementById('status').textContent), null, { timeout: 10000 });
+  log(`form, empty learning rate: ${await page.textContent('#status')}`);
+  await page.fill('#lr', '0.05');
 
 
   // Model folders with a missing and a corrupt file: named, and the learner in use stays.
