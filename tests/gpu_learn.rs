@@ -660,10 +660,15 @@ fn device_lost_mid_run_moves_to_the_cpu_from_the_checkpoint() {
 }
 
 /// The context counts the bytes of the tensors alive on its device: a model upload adds at
-/// least its parameters' bytes, dropping it gives them back, and the peak remembers.
+/// least its parameters' bytes, dropping it gives them back, and the peak remembers. A context
+/// of its own: tests beside it allocate on the shared one.
 #[test]
 fn device_tensor_bytes_are_counted() {
-    let ctx = ctx();
+    let ctx = GpuContext::new_blocking(&GpuOptions {
+        backends_from_env: true,
+        ..Default::default()
+    })
+    .expect("GPU tests need an adapter (scripts/setup.sh installs lavapipe)");
     let net = net();
     let before = ctx.memory();
     let model = flops_web::gpu::GpuModel::upload(&ctx, &net).unwrap();

@@ -19,8 +19,9 @@ function onProgress(e) {
     case 'calibrating': status(`Timing a short forward on each device to choose where to train (device: ${e.device})…`); break;
     case 'ready': status('Ready.'); break;
     case 'error': fail(e.error); break;
-    case 'deviceLost': app.notices.push(e.message); showDevice(e.device); break;
+    case 'deviceLost': app.notices.push(e.message); showDevice(e.device); $('device').value = 'cpu'; status(e.message); break;
     case 'training':
+      app.trainSize = e.trainSize;
       $('train-status').textContent = `Training ${e.tunedParameters.toLocaleString()} parameters on ${e.backend}: the first steps also compute the frozen features of the ${e.trainSize.toLocaleString()} training images they meet (kept after, so later steps are faster)…`;
       break;
     default: break;
@@ -60,12 +61,12 @@ async function start(model) {
   const device = new URLSearchParams(location.search).get('device') || $('device').value || 'auto';
   // The new learner first: if the model does not load, the old one (its examples and trained
   // weights) stays in use. Start and Export wait meanwhile (work on the old learner would be lost).
-  $('start').disabled = true; $('export').disabled = true; $('export-folder').disabled = true;
+  $('start').disabled = true; $('export').disabled = true; $('export-folder').disabled = true; $('device').disabled = true;
   let learner;
   try {
     learner = await createLearner({ model, device, onProgress });
   } catch (e) {
-    if (app.learner) { $('export').disabled = false; $('export-folder').disabled = false; await renderClasses().catch(() => {}); }
+    if (app.learner) { $('export').disabled = false; $('export-folder').disabled = false; $('device').disabled = false; await renderClasses().catch(() => {}); }
     throw e;
   }
   if (app.learner) await app.learner.dispose().catch(() => {});
@@ -76,7 +77,7 @@ async function start(model) {
   $('model-info').textContent = `${model ? 'Local model' : 'Embedded default (tiny ViT pretrained on MNIST)'}: ${m.imageSize.join('x')} px, ${m.channels} channel(s), ${m.layers} layers, hidden ${m.hiddenSize}, ${m.parameters.toLocaleString()} parameters; labels: ${m.labels.slice(0, 12).join(', ')}${m.labels.length > 12 ? '…' : ''}`;
   app.classes = [];
   await renderClasses();
-  $('export').disabled = false; $('export-folder').disabled = false;
+  $('export').disabled = false; $('export-folder').disabled = false; $('device').disabled = false;
 }
 
 // ---- data -----------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ async function train() {
         const recent = app.steps.slice(-10);
         const perStep = recent.reduce((a, x) => a + x.stepSeconds, 0) / recent.length;
         const left = (s.steps - s.step) * perStep;
-        $('train-status').textContent = `step ${s.step}/${s.steps} on ${s.backend} · loss ${s.loss.toFixed(3)} · ${(perStep * 1000).toFixed(0)} ms/step · ${Math.round(s.rate)} queries/s · ${left >= 1 ? `about ${left < 90 ? `${left.toFixed(0)} s` : `${(left / 60).toFixed(1)} min`} left` : 'finishing'}`;
+        $('train-status').textContent = `step ${s.step}/${s.steps} on ${s.backend} · loss ${s.loss.toFixed(3)} · ${(perStep * 1000).toFixed(0)} ms/step · ${Math.round(s.rate)} queries/s · ${left >= 1 ? `about ${left < 90 ? `${left.toFixed(0)} s` : `${(left / 60).toFixed(1)} min`} left` : 'finishing'}${s.imagesSeen < app.trainSize ? ` · frozen features of ${s.imagesSeen.toLocaleString()} of ${app.trainSize.toLocaleString()} images computed (steps speed up once all are)` : ''}`;
         $('metrics').textContent = `queries so far: ${s.queries.toLocaleString()} · grad norm ${s.gradNorm.toFixed(3)} · lr ${s.lr.toExponential(2)}${s.allocatorParams.length ? ' · allocator ' + s.allocatorParams.map(([k, v]) => `${k}=${(+v).toPrecision(3)}`).join(', ') : ''}`;
         redraw();
       },
@@ -420,6 +421,7 @@ $('export').onclick = () => exportZip().catch(fail);
 $('export-folder').hidden = !window.showDirectoryPicker;
 $('export-folder').onclick = () => exportFolder().catch(fail);
 $('device').onchange = async () => {
+  if (!app.learner) return;
   try {
     showDevice(await app.learner.setDevice($('device').value));
     status(`Training and predictions now run on ${app.learner.device.trainingBackend} (${app.learner.device.requested}); examples and trained weights kept.`);

@@ -133,6 +133,9 @@ export interface StepEvent {
   epoch: number;
   /** Mean clean loss of the batch before the update. */
   loss: number;
+  /** Training images met so far: each one's frozen features are computed when first met (and
+   * kept), so steps are slower until all are. */
+  imagesSeen: number;
   accuracy: number;
   /** Cumulative forward passes (perturbed queries + clean passes). */
   queries: number;
@@ -194,7 +197,7 @@ export type ProgressEvent =
   | { status: 'epoch'; epoch: number; step: number }
   | ({ status: 'evaluation' } & Evaluation)
   | ({ status: 'done' } & TrainResult)
-  | { status: 'deviceLost'; message: string; step: number; device: DeviceInfo }
+  | { status: 'deviceLost'; message: string; step?: number; device: DeviceInfo }
   | { status: 'error'; error: string };
 
 export interface TrainCallbacks {

@@ -55,6 +55,15 @@ async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
+/**
+ * The WebGPU device went away: the core moved the work to the CPU (a run from its last
+ * checkpoint) and holds one message; post it once, with the device panel's new state.
+ */
+function noticed(id, step) {
+  const message = learner && learner.takeNotice();
+  if (message) progress('deviceLost', { id, message, step, device: deviceInfo() });
+}
+
 /** The core's device report with the browser's own adapter description. */
 function deviceInfo(info = learner.deviceInfo()) {
   info.browserAdapter = browserInfo;
@@ -134,9 +143,7 @@ async function trainLoop(id, params) {
     for (let i = 0; i < started.steps && !stopRequested; i++) {
       const ev = camel(await exclusive(() => learner.trainStep()));
       last = ev;
-      // The WebGPU device went away: the core moved the run to the CPU (from its last
-      // checkpoint); say so once, with the device panel's new state.
-      if (ev.deviceLost) progress('deviceLost', { id, message: ev.deviceLost, step: ev.step, device: deviceInfo() });
+      noticed(id, ev.step);
       progress('step', { id, ...ev, steps: started.steps });
       if (ev.epoch !== epoch) {
         epoch = ev.epoch;
@@ -203,7 +210,8 @@ const methods = {
     jsHeapBytes: self.performance && performance.memory ? performance.memory.usedJSHeapSize : null,
     gpu: learner.gpuMemory(),
   }),
-  destroyDeviceForTesting: () => learner.destroyDeviceForTesting(),
+  // Between two calls on the trainer, as a real loss may land anywhere but a test wants it here.
+  destroyDeviceForTesting: () => exclusive(() => learner.destroyDeviceForTesting()),
   setDevice: ({ device }) => exclusive(() => deviceInfo(learner.setDevice(device))),
   preset: ({ name }) => trainPreset(name),
   async train({ params }, id) {
@@ -230,10 +238,12 @@ self.onmessage = async ({ data }) => {
     if (!fn) throw new Error(`unknown method \`${method}\`; one of: ${Object.keys(methods).join(', ')}`);
     if (!learner && method !== 'create' && method !== 'dispose') throw new Error('the learner is not ready (create failed or was disposed)');
     const result = await fn(args || {}, id);
+    noticed(id);
     const transfer = [];
     if (method === 'exportModel') for (const k of ['config', 'weights', 'preprocessor']) transfer.push(result[k].buffer);
     post({ id, result }, transfer);
   } catch (e) {
+    noticed(id);
     // Reported once: the caller's promise rejects with it (no 'error' progress event as well).
     post({ id, error: e instanceof Error ? e.message : String(e) });
   }

@@ -76,6 +76,10 @@ pub struct StepEvent {
     pub allocator_params: Vec<(String, f64)>,
     pub grad_norm: f32,
     pub lr: f32,
+    /// Training images met so far: each one's frozen prefix is computed when first met (and
+    /// kept by the backend up to its cache's size), so steps are slower until all are.
+    #[serde(default)]
+    pub images_seen: usize,
 }
 
 /// Evaluation on a dataset.
@@ -136,8 +140,8 @@ pub struct Trainer {
     /// The step of the last [`Trainer::checkpoint`] (0: the start) and the tuned tensors then,
     /// flat in `tuned` order: what [`Trainer::move_to`] continues from.
     last_good: (usize, Vec<f32>),
-    /// Take a [`Trainer::checkpoint`] after every this many steps (0: never; a device backend
-    /// pays one readback for each).
+    /// Take a [`Trainer::checkpoint`] every this many steps, of the weights a step starts from
+    /// when its loss is sane (0: never; a device backend pays one readback for each).
     pub checkpoint_every: usize,
     /// Stops a run whose loss grows far past its start ([`DivergenceGuard`]); `None`: off.
     pub guard: Option<DivergenceGuard>,
@@ -656,6 +660,8 @@ impl Trainer {
         if let Some(head) = &mut self.head {
             head.reset_optimizer();
         }
+        // The new backend computes every image's frozen prefix again.
+        self.prefixed.iter_mut().for_each(|p| *p = false);
         self.backend = backend;
         Ok(self.last_good.0)
     }
@@ -682,6 +688,11 @@ impl Trainer {
             if average.is_nan() || average > limit {
                 let params = self.last_good.1.clone();
                 self.backend.write_params(&self.tuned, &params)?;
+                // The moments belong to the weights left behind.
+                self.optimizer.reset();
+                if let Some(head) = &mut self.head {
+                    head.reset_optimizer();
+                }
                 return Err(LearnError::Diverged {
                     step: self.step + 1,
                     loss,
@@ -690,6 +701,14 @@ impl Trainer {
                 });
             }
             self.loss_average = average;
+        }
+        // Checkpoint the weights this loss was measured on (before the update), when sane.
+        if self.checkpoint_every > 0
+            && self.step > 0
+            && self.step.is_multiple_of(self.checkpoint_every)
+            && self.loss_is_good(loss)
+        {
+            self.checkpoint().await?;
         }
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
         let non_finite = |r: Result<f32, LearnError>, step| match r {
@@ -727,9 +746,6 @@ impl Trainer {
         self.queries += q.passes as u64;
         self.flops += q.flops + q.prefix_flops;
         self.step += 1;
-        if self.checkpoint_every > 0 && self.step.is_multiple_of(self.checkpoint_every) && self.loss_is_good(loss) {
-            self.checkpoint().await?;
-        }
         let elapsed = (now_seconds() - self.started).max(1e-9);
         let (b, groups) = (idx.len(), q.plan.groups.len().max(1));
         Ok(StepEvent {
@@ -754,6 +770,7 @@ impl Trainer {
                 .collect(),
             grad_norm,
             lr,
+            images_seen: self.prefixed.iter().filter(|&&p| p).count(),
         })
     }
 

@@ -49,7 +49,7 @@ impl Learner {
                     let mut r = evaluate_trainer(&mut t, &val).await;
                     put_trainer(&state, t);
                     // A lost WebGPU device: the run moves to the CPU; evaluate there.
-                    if r.is_err() && recover_from_lost_device(&state, &device).await?.is_some() {
+                    if r.is_err() && recover_from_lost_device(&state, &device).await? {
                         if let Some(mut t) = take_trainer(&state)? {
                             r = evaluate_trainer(&mut t, &val).await;
                             put_trainer(&state, t);
@@ -112,7 +112,13 @@ impl Learner {
             if picks.is_empty() {
                 return Ok(out.into());
             }
-            let (logits, _) = predict::logits(&state, &device, &picks.pixels).await?;
+            let (logits, _) = match predict::logits(&state, &device, &picks.pixels).await {
+                Ok(r) => r,
+                Err(e) => match recover_from_lost_device(&state, &device).await? {
+                    true => predict::logits(&state, &device, &picks.pixels).await?,
+                    false => return Err(e.into()),
+                },
+            };
             let s = state.borrow();
             let (h, w) = s.model.config().image_size.hw();
             let ch = s.model.config().num_channels;

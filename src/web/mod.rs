@@ -111,6 +111,8 @@ struct State {
     validation: Examples,
     run: Option<Run>,
     seed: u64,
+    /// A message for the page not yet taken ([`Learner::take_notice`]): the device was lost.
+    notice: Option<String>,
 }
 
 impl State {
@@ -171,6 +173,7 @@ pub async fn create_learner(
         validation: Examples::new(image_len),
         run: None,
         seed: 0,
+        notice: None,
     };
     Ok(Learner {
         state: Rc::new(RefCell::new(state)),
@@ -230,6 +233,14 @@ impl Learner {
         self.device_info()
     }
 
+    /// The message of an event the page should show, once (the WebGPU device was lost and
+    /// the work moved to the CPU), or `null`. The worker asks after every call that may have
+    /// moved it.
+    #[wasm_bindgen(js_name = takeNotice)]
+    pub fn take_notice(&self) -> Option<String> {
+        self.state.borrow_mut().notice.take()
+    }
+
     /// Bytes of the tensors on the WebGPU device (`{liveBytes, peakBytes}`: weights,
     /// activations, kept features, optimiser state), or `null` without WebGPU.
     #[wasm_bindgen(js_name = gpuMemory)]
@@ -279,12 +290,15 @@ fn put_trainer(state: &RefCell<State>, t: Trainer) {
 }
 
 /// After a failure: when the WebGPU device is gone, moves everything to the CPU (a run from
-/// its last checkpoint) and returns the message that says so; `None` when the device is fine
-/// (the failure stands). The trainer must be in `state`.
-async fn recover_from_lost_device(state: &RefCell<State>, device: &Device) -> Result<Option<String>, JsError> {
+/// its last checkpoint), keeps the message that says so for [`Learner::take_notice`] and
+/// returns true: the failed call may be tried again. False when nothing moved (the device is
+/// fine, or everything was on the CPU already): the failure stands. The trainer must be in
+/// `state`.
+async fn recover_from_lost_device(state: &RefCell<State>, device: &Device) -> Result<bool, JsError> {
     let Some(reason) = device.lost().await else {
-        return Ok(None);
+        return Ok(false);
     };
+    let first = device.info().lost.is_none();
     device.mark_lost(&reason);
     let mut s = state.borrow_mut();
     let moved = match s.run.as_mut().and_then(|r| r.trainer.as_mut()) {
@@ -295,17 +309,27 @@ async fn recover_from_lost_device(state: &RefCell<State>, device: &Device) -> Re
         }
         _ => None,
     };
-    Ok(Some(match moved {
+    let message = match moved {
         Some((at, from)) if at > from => format!(
             "The WebGPU device was lost after step {at} ({reason}). Training goes on on the CPU from the \
-             weights of step {from}; the updates of the {} steps after it are lost.",
-            at - from
+             weights of step {from}; {} after it {} lost.",
+            if at - from == 1 {
+                "the update of the step".to_string()
+            } else {
+                format!("the updates of the {} steps", at - from)
+            },
+            if at - from == 1 { "is" } else { "are" }
         ),
         Some((at, _)) => format!(
             "The WebGPU device was lost after step {at} ({reason}). Training goes on on the CPU; nothing was lost."
         ),
-        None => format!("The WebGPU device was lost ({reason}). Everything runs on the CPU now; nothing was lost."),
-    }))
+        None if first => {
+            format!("The WebGPU device was lost ({reason}). Everything runs on the CPU now; nothing was lost.")
+        }
+        None => return Ok(false),
+    };
+    s.notice = Some(message);
+    Ok(true)
 }
 
 /// Ends the run in `state`, if any, and returns its network as it is now (from its last
@@ -318,9 +342,11 @@ async fn take_trained(state: &RefCell<State>, device: &Device) -> Result<Option<
     if net.is_err() {
         // Back in `state`, for the recovery to move it to the CPU.
         put_trainer(state, t);
-        recover_from_lost_device(state, device).await?;
+        let moved = recover_from_lost_device(state, device).await?;
         t = take_trainer(state)?.ok_or_else(|| JsError::new("the run ended meanwhile"))?;
-        net = t.backend.network().await.cloned();
+        if moved {
+            net = t.backend.network().await.cloned();
+        }
     }
     state.borrow_mut().run = None;
     Ok(Some(net.map_err(js_err)?))

@@ -115,8 +115,8 @@ impl Learner {
                 Ok(r) => r,
                 // A lost WebGPU device: everything moved to the CPU; predict there.
                 Err(e) => match recover_from_lost_device(&state, &device).await? {
-                    Some(_) => logits(&state, &device, &pixels).await?,
-                    None => return Err(e.into()),
+                    true => logits(&state, &device, &pixels).await?,
+                    false => return Err(e.into()),
                 },
             };
             let labels = state.borrow().net().config.labels();

@@ -127,14 +127,11 @@ impl Learner {
         let state = self.state.clone();
         let device = self.device.clone();
         future_to_promise(async move {
-            let (mut ev, mut notice) = (step(&state).await?, None);
-            if ev.is_err() {
-                // A lost WebGPU device: the run moves to the CPU from its last checkpoint and
-                // this step runs there; the event carries the message.
-                notice = recover_from_lost_device(&state, &device).await?;
-                if notice.is_some() {
-                    ev = step(&state).await?;
-                }
+            let mut ev = step(&state).await?;
+            // A lost WebGPU device: the run moves to the CPU from its last checkpoint and this
+            // step runs there (the message waits in `takeNotice`).
+            if ev.is_err() && recover_from_lost_device(&state, &device).await? {
+                ev = step(&state).await?;
             }
             let ev = ev.map_err(js_err)?;
             let (backend, steps) = {
@@ -152,9 +149,6 @@ impl Learner {
             let v = to_js(&ev)?;
             set(v.unchecked_ref(), "backend", backend);
             set(v.unchecked_ref(), "evaluate", evaluate);
-            if let Some(message) = notice {
-                set(v.unchecked_ref(), "deviceLost", message);
-            }
             Ok(v)
         })
     }

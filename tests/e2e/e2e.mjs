@@ -53,6 +53,9 @@ await withPage('e2e', async ({ url, page, log }) => {
   log(`trained ${r.done.steps} steps on ${r.done.backend} in ${secs.toFixed(1)} s (${(r.done.steps / secs).toFixed(2)} steps/s, ${Math.round(last.queriesPerSecond)} queries/s); validation accuracy ${r.evals.map((e) => e.accuracy.toFixed(3)).join(' -> ')}`);
   await page.screenshot({ path: join(out, 'done.png'), fullPage: true });
   if (r.done.steps !== STEPS) fail(`expected ${STEPS} steps, got ${r.done.steps}`);
+  // The first-pass feedback: how many images' frozen features are computed so far.
+  const seen = r.steps.map((x) => x.imagesSeen);
+  if (seen[0] !== BATCH || seen.some((v, i) => i && v < seen[i - 1])) fail(`imagesSeen per step: ${seen.join(',')}`);
   if (REQUIRE_GPU_TRAINING) {
     if (r.done.backend !== 'webgpu') fail(`trained on ${r.done.backend}, not webgpu`);
     const cpuSteps = r.steps.filter((s) => s.backend !== 'webgpu').length;

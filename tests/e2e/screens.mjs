@@ -27,6 +27,8 @@ try {
   await page.click('#load-animal');
   await page.waitForFunction(() => !document.getElementById('start').disabled, null, { timeout: 60000 });
   await page.click('#start');
+  await page.waitForFunction(() => window.flopsApp.steps.length >= 3 || window.flopsApp.done, null, { timeout: 900000 });
+  console.log(`status at step ${await page.evaluate(() => window.flopsApp.steps.length)}: ${await page.textContent('#train-status')}`);
   await page.waitForFunction(() => window.flopsApp.done || window.flopsApp.errors.length, null, { timeout: 900000 });
   await page.waitForTimeout(500);
   await page.screenshot({ path: join(dir, `${prefix}-default-run.png`), fullPage: true });
