@@ -45,30 +45,25 @@ export function zip(files, when = new Date()) {
     if (bytes.length >= LIMIT) throw new Error(`${name}: ${bytes.length} bytes, too large for a zip archive (4 GiB at most)`);
     const nameBytes = enc.encode(name);
     const crc = crc32(bytes);
+    // The fields the local header (from byte 4) and the central entry (from byte 6) share.
+    const shared = (view, at) => {
+      view.setUint16(at, 20, true); // version needed: 2.0
+      view.setUint16(at + 2, 0x0800, true); // UTF-8 names
+      view.setUint16(at + 4, 0, true); // stored
+      view.setUint16(at + 6, time, true);
+      view.setUint16(at + 8, date, true);
+      view.setUint32(at + 10, crc, true);
+      view.setUint32(at + 14, bytes.length, true); // compressed size
+      view.setUint32(at + 18, bytes.length, true); // uncompressed size
+      view.setUint16(at + 22, nameBytes.length, true);
+    };
     const local = new DataView(new ArrayBuffer(30));
     local.setUint32(0, 0x04034b50, true);
-    local.setUint16(4, 20, true); // version needed: 2.0
-    local.setUint16(6, 0x0800, true); // UTF-8 names
-    local.setUint16(8, 0, true); // stored
-    local.setUint16(10, time, true);
-    local.setUint16(12, date, true);
-    local.setUint32(14, crc, true);
-    local.setUint32(18, bytes.length, true);
-    local.setUint32(22, bytes.length, true);
-    local.setUint16(26, nameBytes.length, true);
-    local.setUint16(28, 0, true);
+    shared(local, 4); // extra length (28): 0
     const entry = new DataView(new ArrayBuffer(46));
     entry.setUint32(0, 0x02014b50, true);
     entry.setUint16(4, 20, true); // made by: 2.0
-    entry.setUint16(6, 20, true);
-    entry.setUint16(8, 0x0800, true);
-    entry.setUint16(10, 0, true);
-    entry.setUint16(12, time, true);
-    entry.setUint16(14, date, true);
-    entry.setUint32(16, crc, true);
-    entry.setUint32(20, bytes.length, true);
-    entry.setUint32(24, bytes.length, true);
-    entry.setUint16(28, nameBytes.length, true);
+    shared(entry, 6);
     // extra, comment, disk, internal attributes: 0; external attributes: 0.
     entry.setUint32(42, offset, true);
     parts.push(local, nameBytes, bytes);

@@ -47,13 +47,13 @@ pub fn head_tensors(table: &ParamTable) -> Vec<u32> {
 }
 
 impl ExactHead {
-    /// `head_lr`: the classifier's learning rate relative to the step's (the final LayerNorm
-    /// moves at the step's).
     /// Forgets the optimiser's moments ([`Optimizer::reset`]).
     pub fn reset_optimizer(&mut self) {
         self.optimizer.reset();
     }
 
+    /// `head_lr`: the classifier's learning rate relative to the step's (the final LayerNorm
+    /// moves at the step's).
     pub fn new(table: &ParamTable, config: OptimizerConfig, head_lr: f32) -> Result<Self, LearnError> {
         let tensors = head_tensors(table);
         let layout = table

@@ -110,22 +110,15 @@ impl Device {
             }
         };
         let (calibration, uploaded) = calibrate(net, gpu.as_ref()).await?;
-        let on_gpu = match (device, calibration.webgpu_ms_per_image) {
+        let on_gpu = match (device, verdict(&calibration)) {
             ("webgpu", _) => true,
-            ("auto", Some(g)) => {
-                let faster = g < calibration.cpu_ms_per_image;
-                reason = Some(format!(
-                    "calibration: a forward takes {:.2} ms per image on the CPU and {:.2} ms on WebGPU: {} is faster",
-                    calibration.cpu_ms_per_image,
-                    g,
-                    if faster { "WebGPU" } else { "the CPU" }
-                ));
+            ("auto", Some((faster, why))) => {
+                reason = Some(why);
                 faster
             }
             _ => false,
         };
-        let chosen = if on_gpu { "webgpu" } else { "cpu" };
-        let info = DeviceInfo {
+        let mut info = DeviceInfo {
             webgpu: gpu.is_some(),
             reason,
             adapter: gpu.as_ref().map(|g| g.summary()),
@@ -138,9 +131,9 @@ impl Device {
                 max_storage_buffers_per_shader_stage: g.limits.max_storage_buffers_per_shader_stage,
                 max_compute_workgroups_per_dimension: g.limits.max_compute_workgroups_per_dimension,
             }),
-            training_backend: chosen,
-            evaluation_backend: if on_gpu && EVALUATE_ON_GPU { "webgpu" } else { "cpu" },
-            predict_backend: chosen,
+            training_backend: "cpu",
+            evaluation_backend: "cpu",
+            predict_backend: "cpu",
             requested: match device {
                 "webgpu" => "webgpu",
                 "cpu" => "cpu",
@@ -149,6 +142,7 @@ impl Device {
             calibration,
             lost: None,
         };
+        place(&mut info, on_gpu);
         Ok(Self {
             gpu: gpu.map(|ctx| Gpu {
                 // `GpuBackend` shares the context through an `Arc` on every target; on wasm32
@@ -187,14 +181,11 @@ impl Device {
     /// From now on everything runs on the CPU: the WebGPU device is gone (`reason`, for the
     /// device panel). The model copy on the device goes too.
     pub fn mark_lost(&self, reason: &str) {
-        self.on_gpu.set(false);
         if let Some(g) = &self.gpu {
             g.uploaded.borrow_mut().take();
         }
+        self.run_on(false);
         let mut info = self.info.borrow_mut();
-        info.training_backend = "cpu";
-        info.evaluation_backend = "cpu";
-        info.predict_backend = "cpu";
         info.reason = Some(format!(
             "the WebGPU device was lost ({reason}); everything runs on the CPU now"
         ));
@@ -205,52 +196,38 @@ impl Device {
     /// a working WebGPU device: none, or lost) or `"auto"` (the calibration's choice). The
     /// calibration figures stay those measured when the learner was made.
     pub fn switch(&self, device: &str) -> Result<(), String> {
-        let gpu_ok = self.gpu.is_some() && self.info.borrow().lost.is_none();
-        let faster = {
-            let c = &self.info.borrow().calibration;
-            c.webgpu_ms_per_image.is_some_and(|g| g < c.cpu_ms_per_image)
+        let (gpu_ok, auto) = {
+            let info = self.info.borrow();
+            (self.gpu.is_some() && info.lost.is_none(), verdict(&info.calibration))
         };
-        let (on_gpu, requested, reason) = match device {
-            "cpu" => (false, "cpu", "CPU chosen (device: \"cpu\")".to_string()),
-            "webgpu" if gpu_ok => (true, "webgpu", "WebGPU chosen (device: \"webgpu\")".to_string()),
-            "webgpu" => {
-                let why = match (&self.gpu, &self.info.borrow().lost) {
-                    (_, Some(lost)) => format!("the WebGPU device was lost ({lost})"),
-                    (None, _) => self
-                        .info
-                        .borrow()
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "no WebGPU adapter".into()),
-                    _ => String::new(),
+        let (on_gpu, requested, reason) = match (device, auto) {
+            ("cpu", _) => (false, "cpu", "CPU chosen (device: \"cpu\")".to_string()),
+            ("webgpu", _) if gpu_ok => (true, "webgpu", "WebGPU chosen (device: \"webgpu\")".to_string()),
+            ("webgpu", _) => {
+                let info = self.info.borrow();
+                let why = match &info.lost {
+                    Some(lost) => format!("the WebGPU device was lost ({lost})"),
+                    None => info.reason.clone().unwrap_or_else(|| "no WebGPU adapter".into()),
                 };
                 return Err(format!("device \"webgpu\": not available here: {why}"));
             }
-            "auto" => {
-                let c = &self.info.borrow().calibration;
-                let reason = match c.webgpu_ms_per_image {
-                    Some(g) if gpu_ok => format!(
-                        "calibration: a forward takes {:.2} ms per image on the CPU and {g:.2} ms on WebGPU: {} is faster",
-                        c.cpu_ms_per_image,
-                        if faster { "WebGPU" } else { "the CPU" }
-                    ),
-                    _ => "no working WebGPU device: the CPU".to_string(),
-                };
-                (gpu_ok && faster, "auto", reason)
-            }
-            other => return Err(format!("unknown device `{other}`; one of: auto, webgpu, cpu")),
+            ("auto", Some((faster, why))) if gpu_ok => (faster, "auto", why),
+            ("auto", _) => (false, "auto", "no working WebGPU device: the CPU".to_string()),
+            (other, _) => return Err(format!("unknown device `{other}`; one of: auto, webgpu, cpu")),
         };
-        self.on_gpu.set(on_gpu);
-        let chosen = if on_gpu { "webgpu" } else { "cpu" };
+        self.run_on(on_gpu);
         let mut info = self.info.borrow_mut();
         info.requested = requested;
-        info.training_backend = chosen;
-        info.predict_backend = chosen;
-        info.evaluation_backend = if on_gpu && EVALUATE_ON_GPU { "webgpu" } else { "cpu" };
         if info.lost.is_none() {
             info.reason = Some(reason);
         }
         Ok(())
+    }
+
+    /// Training and predictions on WebGPU (`true`) or the CPU, and the panel says so.
+    fn run_on(&self, on_gpu: bool) {
+        self.on_gpu.set(on_gpu);
+        place(&mut self.info.borrow_mut(), on_gpu);
     }
 
     /// The test hook for device loss: destroys the WebGPU device (as a driver reset or the
@@ -264,6 +241,28 @@ impl Device {
             None => false,
         }
     }
+}
+
+/// Whether the calibration found WebGPU faster, and that in words; `None` without WebGPU.
+fn verdict(c: &Calibration) -> Option<(bool, String)> {
+    let g = c.webgpu_ms_per_image?;
+    let faster = g < c.cpu_ms_per_image;
+    Some((
+        faster,
+        format!(
+            "calibration: a forward takes {:.2} ms per image on the CPU and {g:.2} ms on WebGPU: {} is faster",
+            c.cpu_ms_per_image,
+            if faster { "WebGPU" } else { "the CPU" }
+        ),
+    ))
+}
+
+/// Where training, validation and predictions run, in `info`.
+fn place(info: &mut DeviceInfo, on_gpu: bool) {
+    let chosen = if on_gpu { "webgpu" } else { "cpu" };
+    info.training_backend = chosen;
+    info.predict_backend = chosen;
+    info.evaluation_backend = if on_gpu && EVALUATE_ON_GPU { "webgpu" } else { "cpu" };
 }
 
 /// Resolves after the browser has run a macrotask turn (a `setTimeout(0)`), so that promise

@@ -8,9 +8,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use super::device::EVALUATE_ON_GPU;
 use super::reports::Evaluation;
-use super::{
-    image_object, images, js_err, predict, put_trainer, recover_from_lost_device, set, take_trainer, to_js, Learner,
-};
+use super::{image_object, images, js_err, predict, retry_on_lost_device, set, to_js, with_trainer, Learner};
 use crate::backend::cpu::CpuBackend;
 use crate::learn::data::Examples;
 use crate::learn::trainer::{evaluate, EvalResult, Trainer};
@@ -44,24 +42,18 @@ impl Learner {
                     _ => return Err(JsError::new("no validation data").into()),
                 }
             };
-            let (res, step, queries, backend) = match take_trainer(&state)? {
-                Some(mut t) => {
-                    let mut r = evaluate_trainer(&mut t, &val).await;
-                    put_trainer(&state, t);
-                    // A lost WebGPU device: the run moves to the CPU; evaluate there.
-                    if r.is_err() && recover_from_lost_device(&state, &device).await? {
-                        if let Some(mut t) = take_trainer(&state)? {
-                            r = evaluate_trainer(&mut t, &val).await;
-                            put_trainer(&state, t);
-                        }
-                    }
-                    let (step, queries) = match state.borrow().run.as_ref().and_then(|r| r.trainer.as_ref()) {
-                        Some(t) => (t.step, t.queries),
-                        None => (0, 0),
-                    };
-                    let (r, backend) = r?;
-                    (r, step, queries, backend)
-                }
+            // During a run, on its weights (a lost WebGPU device: on the CPU, where the run moved).
+            let during = retry_on_lost_device(&state, &device, async || {
+                with_trainer(&state, async |t| {
+                    let r = evaluate_trainer(t, &val).await;
+                    r.map(|(r, backend)| (r, t.step, t.queries, backend))
+                })
+                .await?
+                .transpose()
+            })
+            .await?;
+            let (res, step, queries, backend) = match during {
+                Some(r) => r,
                 None => {
                     let mut b = CpuBackend::new(state.borrow().model.net.clone());
                     let r = evaluate(&mut b, &val, 64).await.map_err(js_err)?;
@@ -112,13 +104,10 @@ impl Learner {
             if picks.is_empty() {
                 return Ok(out.into());
             }
-            let (logits, _) = match predict::logits(&state, &device, &picks.pixels).await {
-                Ok(r) => r,
-                Err(e) => match recover_from_lost_device(&state, &device).await? {
-                    true => predict::logits(&state, &device, &picks.pixels).await?,
-                    false => return Err(e.into()),
-                },
-            };
+            let (logits, _) = retry_on_lost_device(&state, &device, async || {
+                predict::logits(&state, &device, &picks.pixels).await
+            })
+            .await?;
             let s = state.borrow();
             let (h, w) = s.model.config().image_size.hw();
             let ch = s.model.config().num_channels;

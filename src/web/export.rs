@@ -5,7 +5,7 @@ use js_sys::{Object, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::{js_err, put_trainer, recover_from_lost_device, set, take_trainer, Learner};
+use super::{js_err, set, trained_network, Learner};
 
 #[wasm_bindgen]
 impl Learner {
@@ -15,19 +15,8 @@ impl Learner {
         let state = self.state.clone();
         let device = self.device.clone();
         future_to_promise(async move {
-            let net = match take_trainer(&state)? {
-                Some(mut t) => {
-                    let mut net = t.backend.network().await.cloned();
-                    put_trainer(&state, t);
-                    // A lost WebGPU device: the run moves to the CPU (its last checkpoint).
-                    if net.is_err() && recover_from_lost_device(&state, &device).await? {
-                        if let Some(mut t) = take_trainer(&state)? {
-                            net = t.backend.network().await.cloned();
-                            put_trainer(&state, t);
-                        }
-                    }
-                    net.map_err(js_err)?
-                }
+            let net = match trained_network(&state, &device).await? {
+                Some(net) => net,
                 None => state.borrow().model.net.clone(),
             };
             let mut model = state.borrow().model.clone();

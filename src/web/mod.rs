@@ -332,22 +332,49 @@ async fn recover_from_lost_device(state: &RefCell<State>, device: &Device) -> Re
     Ok(true)
 }
 
-/// Ends the run in `state`, if any, and returns its network as it is now (from its last
-/// checkpoint when the WebGPU device was lost meanwhile).
-async fn take_trained(state: &RefCell<State>, device: &Device) -> Result<Option<ViTForImageClassification>, JsError> {
+/// Lends the run's trainer to `f` for the length of its awaits ([`take_trainer`]) and puts it
+/// back; `Ok(None)`: no run.
+async fn with_trainer<R>(state: &RefCell<State>, f: impl AsyncFnOnce(&mut Trainer) -> R) -> Result<Option<R>, JsError> {
     let Some(mut t) = take_trainer(state)? else {
         return Ok(None);
     };
-    let mut net = t.backend.network().await.cloned();
-    if net.is_err() {
-        // Back in `state`, for the recovery to move it to the CPU.
-        put_trainer(state, t);
-        let moved = recover_from_lost_device(state, device).await?;
-        t = take_trainer(state)?.ok_or_else(|| JsError::new("the run ended meanwhile"))?;
-        if moved {
-            net = t.backend.network().await.cloned();
-        }
+    let r = f(&mut t).await;
+    put_trainer(state, t);
+    Ok(Some(r))
+}
+
+/// Runs `call`; when it fails because the WebGPU device is gone, moves everything to the CPU
+/// ([`recover_from_lost_device`]) and runs it once more there. Every call that reads the
+/// device goes through here.
+async fn retry_on_lost_device<T>(
+    state: &RefCell<State>,
+    device: &Device,
+    mut call: impl AsyncFnMut() -> Result<T, JsError>,
+) -> Result<T, JsError> {
+    match call().await {
+        Err(_) if recover_from_lost_device(state, device).await? => call().await,
+        r => r,
     }
+}
+
+/// The run's network as it is now (read back from its device), or `Ok(None)` without a run.
+async fn trained_network(
+    state: &RefCell<State>,
+    device: &Device,
+) -> Result<Option<ViTForImageClassification>, JsError> {
+    retry_on_lost_device(state, device, async || {
+        with_trainer(state, async |t| t.backend.network().await.cloned())
+            .await?
+            .transpose()
+            .map_err(js_err)
+    })
+    .await
+}
+
+/// Ends the run in `state`, if any, and returns its network as it is now (from its last
+/// checkpoint when the WebGPU device was lost meanwhile).
+async fn take_trained(state: &RefCell<State>, device: &Device) -> Result<Option<ViTForImageClassification>, JsError> {
+    let net = trained_network(state, device).await;
     state.borrow_mut().run = None;
-    Ok(Some(net.map_err(js_err)?))
+    net
 }

@@ -10,7 +10,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use super::device::Device;
 use super::reports::{Prediction, TopK};
-use super::{images, js_err, put_trainer, recover_from_lost_device, take_trainer, to_js, Learner, State};
+use super::{images, js_err, put_trainer, retry_on_lost_device, take_trainer, to_js, Learner, State};
 use crate::gpu::{GpuForward, GpuModel, RowPlan};
 use crate::learn::backend::Batch;
 use crate::model::nn::softmax;
@@ -111,14 +111,8 @@ impl Learner {
         future_to_promise(async move {
             let img = img.map_err(js_err)?;
             let pixels = state.borrow().preprocess(&img)?;
-            let (logits, backend) = match logits(&state, &device, &pixels).await {
-                Ok(r) => r,
-                // A lost WebGPU device: everything moved to the CPU; predict there.
-                Err(e) => match recover_from_lost_device(&state, &device).await? {
-                    true => logits(&state, &device, &pixels).await?,
-                    false => return Err(e.into()),
-                },
-            };
+            let (logits, backend) =
+                retry_on_lost_device(&state, &device, async || logits(&state, &device, &pixels).await).await?;
             let labels = state.borrow().net().config.labels();
             to_js(&prediction(labels, &logits, backend)).map_err(Into::into)
         })

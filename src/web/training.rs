@@ -5,31 +5,17 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use super::reports::TrainingStarted;
-use std::cell::RefCell;
-
-use super::{
-    js_err, put_trainer, recover_from_lost_device, set, take_trained, take_trainer, to_js, Learner, Run, State,
-};
+use super::{js_err, retry_on_lost_device, set, take_trained, to_js, with_trainer, Learner, Run};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
 use crate::learn::backend::Backend;
 use crate::learn::options::TrainOptions;
-use crate::learn::trainer::{DivergenceGuard, StepEvent, Trainer};
-use crate::learn::LearnError;
+use crate::learn::trainer::{DivergenceGuard, Trainer};
 use crate::model::LoadOptions;
 
 /// A run keeps its tuned tensors every this many steps (on WebGPU one readback): the weights
 /// it goes on from on the CPU if the device is lost, or stops at if it diverges.
 const CHECKPOINT_EVERY: usize = 10;
-
-/// One step of the run in `state` (the outer error: no run).
-async fn step(state: &RefCell<State>) -> Result<Result<StepEvent, LearnError>, JsError> {
-    let mut t =
-        take_trainer(state)?.ok_or_else(|| JsError::new("no training in progress; call beginTraining first"))?;
-    let ev = t.step().await;
-    put_trainer(state, t);
-    Ok(ev)
-}
 
 /// The training options of a named recipe (`quick`, `best`; `learn::options::TrainOptions::preset`),
 /// camelCase: what `beginTraining` takes, for a form to show.
@@ -127,13 +113,15 @@ impl Learner {
         let state = self.state.clone();
         let device = self.device.clone();
         future_to_promise(async move {
-            let mut ev = step(&state).await?;
             // A lost WebGPU device: the run moves to the CPU from its last checkpoint and this
             // step runs there (the message waits in `takeNotice`).
-            if ev.is_err() && recover_from_lost_device(&state, &device).await? {
-                ev = step(&state).await?;
-            }
-            let ev = ev.map_err(js_err)?;
+            let ev = retry_on_lost_device(&state, &device, async || {
+                with_trainer(&state, async |t| t.step().await)
+                    .await?
+                    .ok_or_else(|| JsError::new("no training in progress; call beginTraining first"))?
+                    .map_err(js_err)
+            })
+            .await?;
             let (backend, steps) = {
                 let s = state.borrow();
                 let t = s.run.as_ref().and_then(|r| r.trainer.as_ref());

@@ -1,5 +1,6 @@
 //! The training loop: clean pass, allocation, queries, unbiased estimate, optimiser step,
-//! allocator update; per-step metrics as a typed event.
+//! allocator update; per-step metrics as a typed event. `recovery`: checkpoints, moving a
+//! run to another backend, the divergence guard.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -18,6 +19,10 @@ use super::tuning::{Perturb, Tuning};
 use crate::model::nn::softmax;
 use crate::model::perturb::site_stats;
 use crate::model::{LinearSite, ViTForImageClassification};
+
+mod recovery;
+
+pub use recovery::DivergenceGuard;
 
 /// Everything that defines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,31 +153,6 @@ pub struct Trainer {
     /// The first step's batch loss and a moving average of it since, for the guard.
     loss_start: Option<f32>,
     loss_average: f32,
-}
-
-/// Stops a diverging run: when the moving average of the batch loss (weight `1 - decay` on
-/// the newest step) passes `factor` times the first step's loss plus `margin`, the step is
-/// refused before its update and the tuned tensors go back to the last checkpoint
-/// ([`LearnError::Diverged`]). The margin keeps a run that starts near zero loss from tripping
-/// on noise.
-#[derive(Debug, Clone, Copy)]
-pub struct DivergenceGuard {
-    pub factor: f32,
-    pub margin: f32,
-    pub decay: f32,
-}
-
-impl Default for DivergenceGuard {
-    fn default() -> Self {
-        // Far past the start: an aggressive but sane rate (Adam at 0.3 on the head) spikes a
-        // batch of 8 to ~14x its starting loss for a few steps and recovers; a runaway one
-        // (learning rate 10) reaches 200x within two steps.
-        Self {
-            factor: 20.0,
-            margin: 5.0,
-            decay: 0.8,
-        }
-    }
 }
 
 /// A gradient estimate without an update ([`Trainer::estimate`]).
@@ -605,67 +585,6 @@ impl Trainer {
         self.train.len()
     }
 
-    /// Keeps the tuned tensors as they are now (read back from a device backend) as the
-    /// weights [`Trainer::move_to`] continues from. Returns the step they are of.
-    pub async fn checkpoint(&mut self) -> Result<usize, LearnError> {
-        let params = self.backend.read_params(&self.tuned).await?;
-        self.last_good = (self.step, params);
-        Ok(self.step)
-    }
-
-    /// Whether weights with this batch loss are worth keeping: under half the guard's limit
-    /// (always without a guard).
-    fn loss_is_good(&self, loss: f32) -> bool {
-        match (self.guard, self.loss_start) {
-            (Some(g), Some(start)) => loss <= 0.5 * (g.factor * start + g.margin),
-            _ => true,
-        }
-    }
-
-    /// The step of the weights kept by the last [`Trainer::checkpoint`] (0: the start).
-    pub fn checkpoint_step(&self) -> usize {
-        self.last_good.0
-    }
-
-    /// Moves the run onto `backend` (the CPU after the GPU device was lost), which must hold
-    /// the same network (its tuned tensors may be anything: they are replaced). The tuned
-    /// tensors are set to those of the last checkpoint; the step count, the batch order, the
-    /// allocator's state and the schedule go on; the optimiser's moments start over (a device
-    /// backend kept its own, now gone). Returns the checkpoint's step: the updates of the
-    /// steps after it are lost. On an error nothing changes.
-    pub fn move_to(&mut self, mut backend: Box<dyn Backend>) -> Result<usize, LearnError> {
-        let (old, new) = (self.backend.host_network(), backend.host_network());
-        let layers = new.vit.layers.len();
-        let same = old.config.num_labels() == new.config.num_labels()
-            && old.params().len() == new.params().len()
-            && old
-                .params()
-                .iter()
-                .zip(new.params().iter())
-                .all(|(a, b)| a.shape == b.shape);
-        if !same {
-            return Err(LearnError::Config {
-                message: format!(
-                    "the {} backend holds a different network; a run moves only to the same one",
-                    backend.name()
-                ),
-            });
-        }
-        if self.head.is_some() && !backend.returns_head_streams() {
-            return Err(exact_head_unsupported(backend.name()));
-        }
-        backend.write_params(&self.tuned, &self.last_good.1)?;
-        backend.freeze_below(self.config.tuning.first_tuned_block(layers));
-        self.optimizer.reset();
-        if let Some(head) = &mut self.head {
-            head.reset_optimizer();
-        }
-        // The new backend computes every image's frozen prefix again.
-        self.prefixed.iter_mut().for_each(|p| *p = false);
-        self.backend = backend;
-        Ok(self.last_good.0)
-    }
-
     /// The plan every step starts from (tuned tensors, sites, groups).
     pub fn plan(&self) -> &StepPlan {
         &self.plan_template
@@ -676,40 +595,9 @@ impl Trainer {
         let idx = self.next_batch();
         let q = self.run_queries(&idx, self.step as u32).await?;
         let loss = q.clean_losses.iter().sum::<f32>() / idx.len() as f32;
-        if let Some(g) = self.guard {
-            let start = *self.loss_start.get_or_insert(loss);
-            let average = if self.step == 0 {
-                loss
-            } else {
-                g.decay * self.loss_average + (1.0 - g.decay) * loss
-            };
-            let limit = g.factor * start + g.margin;
-            // A NaN average trips it too.
-            if average.is_nan() || average > limit {
-                let params = self.last_good.1.clone();
-                self.backend.write_params(&self.tuned, &params)?;
-                // The moments belong to the weights left behind.
-                self.optimizer.reset();
-                if let Some(head) = &mut self.head {
-                    head.reset_optimizer();
-                }
-                return Err(LearnError::Diverged {
-                    step: self.step + 1,
-                    loss,
-                    start,
-                    kept: self.last_good.0,
-                });
-            }
-            self.loss_average = average;
-        }
+        self.watch_loss(loss)?;
         // Checkpoint the weights this loss was measured on (before the update), when sane.
-        if self.checkpoint_every > 0
-            && self.step > 0
-            && self.step.is_multiple_of(self.checkpoint_every)
-            && self.loss_is_good(loss)
-        {
-            self.checkpoint().await?;
-        }
+        self.checkpoint_if_due(loss).await?;
         let lr = self.optimizer.config.lr_at(self.step, self.config.steps);
         let non_finite = |r: Result<f32, LearnError>, step| match r {
             Err(LearnError::NonFinite { .. }) => Err(LearnError::NonFinite { step }),
