@@ -16,7 +16,7 @@ use common::assert_close;
 use flops_web::gpu::ops::{self, Matmul, PertView, NONE};
 use flops_web::gpu::readback::read_u32;
 use flops_web::gpu::{GpuContext, GpuOptions, GpuTensor};
-use flops_web::model::nn::{gelu, softmax_inplace, LayerNorm, Linear, Param};
+use flops_web::model::nn::{gelu, softmax_inplace, Kernels, LayerNorm, Linear, Param};
 use flops_web::model::ParamTable;
 use flops_web::noise::{philox4x32_10, Stream};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -147,6 +147,7 @@ fn layer_norm_matches_reference() {
             weight: param("g", &[d], random(&mut rng, d)),
             bias: param("b", &[d], random(&mut rng, d)),
             eps,
+            kernels: Kernels::Reference,
         };
         let want = ln.forward(&x);
         let (gx, gy) = (upload(&x, &[m, d]), GpuTensor::zeros(ctx(), "y", &[m, d]).unwrap());
@@ -185,7 +186,13 @@ fn attention_ref(q: &[f32], k: &[f32], v: &[f32], rows: usize, t: usize, d: usiz
 #[test]
 fn attention_matches_reference() {
     let mut rng = StdRng::seed_from_u64(3);
-    for &(rows, t, d, heads) in &[(1, 1, 4, 1), (2, 17, 12, 3), (1, 70, 48, 3), (3, 5, 130, 2)] {
+    for &(rows, t, d, heads) in &[
+        (1, 1, 4, 1),
+        (2, 17, 12, 3),
+        (1, 70, 48, 3),
+        (3, 5, 130, 2),
+        (1, 197, 128, 1),
+    ] {
         let n = rows * t * d;
         let (q, k, v) = (random(&mut rng, n), random(&mut rng, n), random(&mut rng, n));
         let want = attention_ref(&q, &k, &v, rows, t, d, heads);

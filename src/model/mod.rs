@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fast_math;
 pub mod nn;
 pub mod params;
 pub mod perturb;

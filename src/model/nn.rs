@@ -168,12 +168,13 @@ impl Linear {
     }
 }
 
-/// LayerNorm over the last dimension, statistics in f64.
+/// LayerNorm over the last dimension, statistics in f64 ([`Kernels::Gemm`]: in f32, vectorised).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     pub weight: Param,
     pub bias: Param,
     pub eps: f64,
+    pub kernels: Kernels,
 }
 
 impl LayerNorm {
@@ -182,6 +183,7 @@ impl LayerNorm {
             weight: Param::load(vb, "weight", &[dim])?,
             bias: Param::load(vb, "bias", &[dim])?,
             eps,
+            kernels: Kernels::Reference,
         })
     }
 
@@ -201,6 +203,12 @@ impl LayerNorm {
     pub fn normalize(&self, x: &[f32]) -> Vec<f32> {
         let d = self.weight.numel();
         let mut y = vec![0.0f32; x.len()];
+        if self.kernels == Kernels::Gemm {
+            for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+                super::fast_math::normalize(xr, yr, self.eps as f32);
+            }
+            return y;
+        }
         for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
             let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
             let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
@@ -225,11 +233,6 @@ impl LayerNorm {
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
-}
-
-/// [`gelu`] in `f32` (libm's `erff`, within 1e-6 of the `f64` reference): the fast path's.
-pub fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// Softmax in place over a row.
@@ -262,15 +265,6 @@ pub fn cross_entropy(logits: &[f32], label: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn f32_gelu_is_within_1e_6_of_the_reference() {
-        let worst = (-8000..=8000)
-            .map(|i| i as f32 / 1000.0)
-            .map(|x| (gelu_f32(x) - gelu(x)).abs() / x.abs().max(1.0))
-            .fold(0.0f32, f32::max);
-        assert!(worst <= 1e-6, "{worst}");
-    }
 
     #[test]
     fn sgemm_matches_loops_on_strided_operands() {

@@ -9,7 +9,8 @@ use rand_distr::StandardNormal;
 
 use super::config::ViTConfig;
 use super::error::{ModelError, Result};
-use super::nn::{gelu, gelu_f32, sgemm, softmax_inplace, Kernels, LayerNorm, Linear, Param, GEMM_MIN_ROWS};
+use super::fast_math;
+use super::nn::{gelu, sgemm, softmax_inplace, Kernels, LayerNorm, Linear, Param, GEMM_MIN_ROWS};
 use super::weights::VarBuilder;
 
 /// Where a linear layer sits; perturbation and gradient code address layers by site.
@@ -272,7 +273,7 @@ impl ViTSelfAttention {
                     0.0,
                     (&mut scores, t, 1),
                 );
-                scores.chunks_exact_mut(t).for_each(softmax_inplace);
+                scores.chunks_exact_mut(t).for_each(fast_math::softmax_inplace);
                 sgemm(
                     (queries, t, hd),
                     1.0,
@@ -430,7 +431,7 @@ impl ViTLayer {
         );
         match self.intermediate.dense.kernels {
             Kernels::Reference => m.iter_mut().for_each(|v| *v = gelu(*v)),
-            Kernels::Gemm => m.iter_mut().for_each(|v| *v = gelu_f32(*v)),
+            Kernels::Gemm => fast_math::gelu_inplace(&mut m),
         }
         let o = linear(&self.output.dense, LinearSite::Fc2(l), &m, hook);
         h.iter().zip(&o).map(|(h, o)| h + o).collect()
@@ -663,7 +664,10 @@ impl ViTForImageClassification {
     /// after loading: the oracle).
     pub fn set_kernels(&mut self, kernels: Kernels) {
         self.vit.embeddings.patch_embeddings.projection.kernels = kernels;
+        self.vit.layernorm.kernels = kernels;
         for l in &mut self.vit.layers {
+            l.layernorm_before.kernels = kernels;
+            l.layernorm_after.kernels = kernels;
             let a = &mut l.attention;
             a.attention.kernels = kernels;
             for lin in [
