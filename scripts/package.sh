@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wasm=target/web/wasm
-[ -f "$wasm/flops_web_bg.wasm" ] || scripts/build-web.sh
+[ -f "$wasm/flops_web_bg.wasm" ] && [ -f "$wasm/flops_web_relaxed_bg.wasm" ] || scripts/build-web.sh
 rm -rf pkg && mkdir -p pkg/wasm
 cp web/flops-web.js web/flops-web.d.ts web/worker.js pkg/
-cp "$wasm/flops_web.js" "$wasm/flops_web_bg.wasm" "$wasm/flops_web.d.ts" pkg/wasm/
+# Both builds (the worker loads the relaxed-SIMD one where the browser validates it).
+cp "$wasm"/flops_web{,_relaxed}.js "$wasm"/flops_web{,_relaxed}_bg.wasm "$wasm/flops_web.d.ts" pkg/wasm/
 # The Animal-Shape split, fetched by the worker from beside it when asked for.
 mkdir -p pkg/data/animal-shape
 cp assets/animal-shape/{train,test}-{images.idx3,labels.idx1}-ubyte assets/animal-shape/classes.json \

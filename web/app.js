@@ -50,7 +50,8 @@ function showDevice(d) {
 function calibrationText(d) {
   const c = d.calibration;
   const ms = (v) => (v < 10 ? v.toFixed(2) : v.toFixed(0));
-  const figures = `a forward of ${c.images} images took ${ms(c.cpuMsPerImage)} ms per image on the CPU${c.webgpuMsPerImage != null ? ` and ${ms(c.webgpuMsPerImage)} ms on WebGPU` : ''}`;
+  const simd = d.wasmSimd === 'relaxed-simd' ? 'WebAssembly relaxed SIMD' : 'WebAssembly SIMD';
+  const figures = `a forward of ${c.images} images took ${ms(c.cpuMsPerImage)} ms per image on the CPU (${simd})${c.webgpuMsPerImage != null ? ` and ${ms(c.webgpuMsPerImage)} ms on WebGPU` : ''}`;
   if (d.lost) return `Before the loss, ${figures}.`;
   if (d.requested !== 'auto') return `Device forced to <b>${esc(d.requested)}</b> (${figures}).`;
   return `Chosen automatically: ${figures}, so <b>${esc(d.trainingBackend)}</b> is faster here. Choose WebGPU or CPU above (or add <code>?device=webgpu</code> or <code>?device=cpu</code> to the address) to force one.`;

@@ -6,7 +6,15 @@
 // Protocol (candle-style): requests `{id, method, args}`; replies `{id, result}` or
 // `{id, error}`; progress `{status, ...}` (loading, compiling, ready, step, epoch, evaluation,
 // deviceLost, done, error).
-import init, { createLearner, trainPreset } from './wasm/flops_web.js';
+
+// Which build of the core this browser runs: with relaxed SIMD (the GEMM kernel's fused
+// multiply-add, f32x4.relaxed_madd) where `WebAssembly.validate` accepts a module using it,
+// else plain simd128. Literal import()s, so that bundlers keep both.
+const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 28, 1, 26, 0,
+  67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 253, 133, 2, 11]);
+const relaxedSimd = (() => { try { return WebAssembly.validate(RELAXED_SIMD_PROBE); } catch (_) { return false; } })();
+const wasmBuild = relaxedSimd ? 'relaxed-simd' : 'simd128';
+let core = null; // the wasm-bindgen module of that build, once loaded
 
 let learner = null;
 let wasmMemory = null; // the wasm instance's linear memory, for `memory()`
@@ -67,6 +75,7 @@ function noticed(id, step) {
 /** The core's device report with the browser's own adapter description. */
 function deviceInfo(info = learner.deviceInfo()) {
   info.browserAdapter = browserInfo;
+  info.wasmSimd = wasmBuild;
   if (!info.webgpu && !(self.navigator && navigator.gpu)) info.reason = 'this browser has no WebGPU (navigator.gpu is missing)';
   return info;
 }
@@ -168,14 +177,16 @@ async function trainLoop(id, params) {
 
 const methods = {
   async create({ model, device }) {
-    progress('loading', { file: 'flops_web_bg.wasm' });
-    wasmMemory = (await init()).memory;
+    const file = relaxedSimd ? 'flops_web_relaxed_bg.wasm' : 'flops_web_bg.wasm';
+    progress('loading', { file });
+    core = await (relaxedSimd ? import('./wasm/flops_web_relaxed.js') : import('./wasm/flops_web.js'));
+    wasmMemory = (await core.default()).memory;
     progress('loading', { file: model ? 'model.safetensors' : 'embedded default model' });
     // Creating the learner also times a short forward on each device ("calibrating"; on WebGPU
     // this compiles every pipeline) to choose where `device: 'auto'` trains.
     progress('calibrating', { device: device || 'auto' });
     const files = model || Object.fromEntries(await Promise.all(Object.entries(DEFAULT_MODEL_URLS).map(async ([k, u]) => [k, await fetchBytes(u)])));
-    learner = await createLearner(files.config, files.weights, files.preprocessor, device || 'auto');
+    learner = await core.createLearner(files.config, files.weights, files.preprocessor, device || 'auto');
     const info = learner.modelInfo();
     browserInfo = learner.deviceInfo().webgpu ? await browserAdapter() : null;
     const report = deviceInfo();
@@ -213,7 +224,7 @@ const methods = {
   // Between two calls on the trainer, as a real loss may land anywhere but a test wants it here.
   destroyDeviceForTesting: () => exclusive(() => learner.destroyDeviceForTesting()),
   setDevice: ({ device }) => exclusive(() => deviceInfo(learner.setDevice(device))),
-  preset: ({ name }) => trainPreset(name),
+  preset: ({ name }) => core.trainPreset(name),
   async train({ params }, id) {
     if (training) throw new Error('training is already running; call stopTraining() first');
     training = trainLoop(id, params);
