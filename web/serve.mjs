@@ -1,15 +1,25 @@
 // A tiny static server for the demo and the e2e test: 127.0.0.1 only (a secure context for
 // WebGPU), `.wasm` as application/wasm, `/wasm/*` from the wasm-bindgen output directory,
 // `/data/animal-shape/*` from assets/animal-shape/, `/models/default/*` from assets/default/.
-//   node web/serve.mjs [port] [wasm dir]     (port 0: any free port; prints the URL)
+//   node web/serve.mjs [port] [wasm dir] [--mount /prefix/=dir ...]
+// (port 0: any free port; prints the URL; `--mount` serves more folders, e.g. `make bench`'s page,
+// models and ONNX Runtime Web)
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const port = Number(process.argv[2] ?? 8080);
-const wasmDir = resolve(process.argv[3] ?? join(here, '..', 'target', 'web', 'wasm'));
+const args = process.argv.slice(2);
+const mounts = [];
+for (let i = args.indexOf('--mount'); i >= 0; i = args.indexOf('--mount')) {
+  const [prefix, dir] = String(args[i + 1] ?? '').split('=');
+  if (!prefix?.startsWith('/') || !prefix.endsWith('/') || !dir) throw new Error(`--mount wants /prefix/=dir, got ${args[i + 1]}`);
+  mounts.push([prefix, resolve(dir)]);
+  args.splice(i, 2);
+}
+const port = Number(args[0] ?? 8080);
+const wasmDir = resolve(args[1] ?? join(here, '..', 'target', 'web', 'wasm'));
 // The Animal-Shape files the worker fetches on "Load Animal-Shape" (not compiled into the wasm).
 const dataDir = resolve(join(here, '..', 'assets', 'animal-shape'));
 // The default model the worker fetches when the page gives none.
@@ -17,13 +27,15 @@ const modelDir = resolve(join(here, '..', 'assets', 'default'));
 const types = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
-  '.svg': 'image/svg+xml', '.ts': 'text/plain; charset=utf-8',
+  '.svg': 'image/svg+xml', '.ts': 'text/plain; charset=utf-8', '.onnx': 'application/octet-stream',
 };
 
 const server = createServer(async (req, res) => {
   try {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    const [root, rel] = path.startsWith('/wasm/') ? [wasmDir, path.slice(6)]
+    const mount = mounts.find(([prefix]) => path.startsWith(prefix));
+    const [root, rel] = mount ? [mount[1], path.slice(mount[0].length)]
+      : path.startsWith('/wasm/') ? [wasmDir, path.slice(6)]
       : path.startsWith('/data/animal-shape/') ? [dataDir, path.slice(19)]
       : path.startsWith('/models/default/') ? [modelDir, path.slice(16)]
       : [here, path === '/' ? 'index.html' : path.slice(1)];

@@ -290,6 +290,22 @@ impl ViTConfig {
         let (h, w) = self.image_size.hw();
         self.num_channels * h * w
     }
+
+    /// Multiply-adds x 2 of one image's full forward (every token through every block, as
+    /// ONNX Runtime and PyTorch run it): the patch embedding, the blocks and the head. The
+    /// benchmarks' GFLOP/s of every path count this, so they compare.
+    pub fn forward_flop_per_image(&self) -> f64 {
+        let (t, d, i, l) = (
+            self.seq_len() as f64,
+            self.hidden_size as f64,
+            self.intermediate_size as f64,
+            self.num_hidden_layers as f64,
+        );
+        let (ph, pw) = self.patch_size.hw();
+        let patch = 2.0 * self.num_patches() as f64 * (self.num_channels * ph * pw) as f64 * d;
+        let block = 2.0 * t * (4.0 * d * d + 2.0 * d * i) + 4.0 * t * t * d;
+        patch + l * block + 2.0 * d * self.num_labels() as f64
+    }
 }
 
 /// A timm Hugging Face hub `config.json` (`architecture`, `num_classes`, `pretrained_cfg`, ...).

@@ -36,7 +36,7 @@ pub(super) struct Device {
 }
 
 /// Milliseconds since an arbitrary origin (`performance.now()` of the page or worker).
-fn now_ms() -> f64 {
+pub(super) fn now_ms() -> f64 {
     let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
     let now = perf
         .as_ref()
@@ -63,9 +63,7 @@ async fn calibrate(
     gpu: Option<&GpuContext>,
 ) -> Result<(Calibration, Option<GpuModel>), JsError> {
     let n = CALIBRATION_IMAGES;
-    let pixels: Vec<f32> = (0..n * net.config.image_numel())
-        .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
-        .collect();
+    let pixels = super::bench::bench_pixels(n, net.config.image_numel());
     let mut fast = net.clone();
     fast.set_kernels(Kernels::Gemm);
     let t0 = now_ms();

@@ -13,8 +13,10 @@
 //! One file per job: [`device`] (which device, and what it is), [`dataset`] (classes and
 //! examples), [`training`] (a run, step by step), [`evaluation`] (validation and the gallery),
 //! [`predict`] (classification, on the current weights), [`export`] (the HF folder); [`images`]
-//! and [`reports`] hold the conversions and the records JS sees.
+//! and [`reports`] hold the conversions and the records JS sees; [`bench`] times our forward
+//! paths for `make bench` (not used by the page).
 
+mod bench;
 mod dataset;
 mod device;
 mod evaluation;

@@ -35,11 +35,12 @@ export const fail = (msg) => { throw new Error(msg); };
 
 /**
  * Runs `body({ url, page, context, log })` against the served page and fails if any request
- * left the origin; everything is torn down afterwards.
+ * left the origin; everything is torn down afterwards. `serverArgs`: more arguments of
+ * web/serve.mjs (`--mount /prefix/=dir`).
  */
-export async function withPage(name, body) {
+export async function withPage(name, body, { serverArgs = [] } = {}) {
   const log = (...a) => console.log(`[${name} ${elapsed()}]`, ...a);
-  const server = spawn(process.execPath, [join(root, 'web', 'serve.mjs'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const server = spawn(process.execPath, [join(root, 'web', 'serve.mjs'), '0', join(root, 'target', 'web', 'wasm'), ...serverArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise((res, rej) => {
     server.stdout.on('data', (d) => { const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(String(d)); if (m) res(m[0]); });
     server.on('exit', (c) => rej(new Error(`server exited ${c}`)));

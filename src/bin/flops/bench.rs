@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand, ValueEnum};
 use flops_web::gpu::{GpuContext, GpuForward, GpuModel, GpuOptions, Perturbation, QueryRow, RowPlan};
 use flops_web::model::params::ParamTable;
-use flops_web::model::{LinearSite, LoadOptions, Model, ModelFiles, ViTConfig, ViTForImageClassification};
+use flops_web::model::{LinearSite, LoadOptions, Model, ModelFiles, ViTForImageClassification};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::Serialize;
@@ -151,7 +151,7 @@ fn bench_model(
 ) -> flops_web::gpu::Result<ModelReport> {
     let gpu_model = GpuModel::upload(ctx, net)?;
     let cfg = &net.config;
-    let flop = flop_per_row(cfg);
+    let flop = cfg.forward_flop_per_image();
     let mut gpu = Vec::new();
     for &r in row_counts {
         let (pixels, plan) = workload(net, r, args);
@@ -214,21 +214,6 @@ pub(crate) fn model_of(which: BenchModel) -> Result<ViTForImageClassification, C
 pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Multiply-adds x 2 of one row: the blocks, the head, and the image's share of the patch
-/// embedding (counted per row: every row of the benchmark is a different image or shares it).
-pub(crate) fn flop_per_row(cfg: &ViTConfig) -> f64 {
-    let (t, d, i, l) = (
-        cfg.seq_len() as f64,
-        cfg.hidden_size as f64,
-        cfg.intermediate_size as f64,
-        cfg.num_hidden_layers as f64,
-    );
-    let (ph, pw) = cfg.patch_size.hw();
-    let patch = 2.0 * cfg.num_patches() as f64 * (cfg.num_channels * ph * pw) as f64 * d;
-    let block = 2.0 * t * (4.0 * d * d + 2.0 * d * i) + 4.0 * t * t * d;
-    patch + l * block + 2.0 * d * cfg.num_labels() as f64
 }
 
 fn workload(net: &ViTForImageClassification, rows: usize, args: &ForwardArgs) -> (Vec<f32>, RowPlan) {

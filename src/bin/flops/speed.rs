@@ -21,7 +21,7 @@ use pollster::block_on;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::bench::{flop_per_row, median, model_of, BenchModel};
+use crate::bench::{median, model_of, BenchModel};
 use crate::model_dir::CliError;
 
 #[derive(Args)]
@@ -203,7 +203,7 @@ pub fn run(args: SpeedArgs) -> Result<(), CliError> {
         let pixels: Vec<f32> = (0..rows * net.config.image_numel())
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
-        let flop = flop_per_row(&net.config) * rows as f64;
+        let flop = net.config.forward_flop_per_image() * rows as f64;
         let mut push = |path, s: f64| {
             forward.push(Entry {
                 path,
