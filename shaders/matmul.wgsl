@@ -5,7 +5,10 @@
 //                tokens t < noise_tokens (the last block's CLS-only sites: 1)
 //   GELU         exact-erf GELU after the noise (fc1)
 //   WEIGHT_PERT  W + s_g * z_k(element) per row group g, regenerated while loading tiles
-// Each workgroup computes a 32x32 output tile, 16x16 threads with 2x2 outputs, K steps of 16.
+// Each workgroup computes a 32x32 output tile: 8x8 threads, each a 4x4 block of outputs (rows
+// 4 ty.., columns 4 tx..) held in four vec4 accumulators and fed by one vec4 read of each staged
+// tile per k (four vec4 multiply-adds), K steps of 16. The shape needs 64 invocations and 4 KiB
+// of workgroup memory, within WebGPU's guaranteed limits, so every adapter runs it.
 // Dispatch: (ceil(N / 32), ceil(max group token rows / 32), groups) where groups = 1 unless
 // WEIGHT_PERT. Needs rng.wgsl and perturb.wgsl in front.
 
@@ -41,8 +44,8 @@ struct MatmulParams {
 
 const TILE: u32 = 32u;
 const BK: u32 = 16u;
-var<workgroup> xs: array<array<f32, 33>, 16>;  // [BK, TILE + 1]: X tile, transposed
-var<workgroup> ws: array<array<f32, 33>, 16>;  // [BK, TILE + 1]: W tile, transposed
+var<workgroup> xs: array<array<vec4<f32>, 8>, 16>;  // [BK, TILE / 4]: X tile, transposed
+var<workgroup> ws: array<array<vec4<f32>, 8>, 16>;  // [BK, TILE / 4]: W tile, transposed
 
 // erf, Abramowitz & Stegun 7.1.26 refined: |err| < 1.5e-7.
 fn erf_approx(v: f32) -> f32 {
@@ -57,7 +60,7 @@ fn gelu(v: f32) -> f32 {
     return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     var m_begin = 0u;
     var m_end = p.rows * p.tokens;
@@ -75,11 +78,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (WEIGHT_PERT && group != PERT_NONE) {
         ws_stream = pert_weight_stream(p.groups_off, group, p.w_tensor);
     }
-    let flat = lid.y * 16u + lid.x;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let flat = lid.y * 8u + lid.x;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        for (var i = 0u; i < 2u; i++) {
-            let e = flat + 256u * i;  // 0..512 over [TILE, BK]
+        for (var i = 0u; i < 8u; i++) {
+            let e = flat + 64u * i;  // 0..512 over [TILE, BK]
             let r = e / BK;
             let c = e % BK;
             let m = m0 + r;
@@ -88,7 +94,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if (m < m_end && kk < p.k) {
                 xv = x[m * p.k + kk];
             }
-            xs[c][r] = xv;
+            xs[c][r >> 2u][r & 3u] = xv;
             let nn = n0 + r;
             var wv = 0.0;
             if (nn < p.n && kk < p.k) {
@@ -98,29 +104,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                     wv = wv + sw * rng_normal(ws_stream, idx);
                 }
             }
-            ws[c][r] = wv;
+            ws[c][r >> 2u][r & 3u] = wv;
         }
         workgroupBarrier();
         for (var c = 0u; c < BK; c++) {
-            let a0 = xs[c][lid.y];
-            let a1 = xs[c][lid.y + 16u];
-            let b0 = ws[c][lid.x];
-            let b1 = ws[c][lid.x + 16u];
-            acc[0] += a0 * b0;
-            acc[1] += a0 * b1;
-            acc[2] += a1 * b0;
-            acc[3] += a1 * b1;
+            let a = xs[c][lid.y];
+            let b = ws[c][lid.x];
+            acc0 += a.x * b;
+            acc1 += a.y * b;
+            acc2 += a.z * b;
+            acc3 += a.w * b;
         }
         workgroupBarrier();
     }
     let sb = pert_scale(p.wscale_off, p.n_tensors, group, p.b_tensor);
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + lid.y + 16u * (i / 2u);
-        let nn = n0 + lid.x + 16u * (i % 2u);
+    var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 16u; i++) {
+        let m = m0 + 4u * lid.y + i / 4u;
+        let nn = n0 + 4u * lid.x + i % 4u;
         if (m >= m_end || nn >= p.n) {
             continue;
         }
-        var v = acc[i];
+        var v = acc[i / 4u][i % 4u];
         if (HAS_BIAS) {
             var b = bias[nn];
             if (WEIGHT_PERT && sb != 0.0) {
