@@ -158,6 +158,8 @@ await withPage('e2e', async ({ url, page, log }) => {
   if (auto.requested !== 'auto' || auto.trainingBackend !== faster) fail(`auto chose ${auto.trainingBackend}, the calibration says ${faster}`);
   const panelText = await page.textContent('#device-panel');
   if (!panelText.includes('ms per image')) fail(`the device panel does not give the calibration figures: ${panelText}`);
+  // Chromium has relaxed SIMD (since 114): the worker's probe must pick the relaxed build.
+  if (auto.wasmSimd !== 'relaxed-simd' || !panelText.includes('relaxed SIMD')) fail(`wasm build ${auto.wasmSimd}; panel: ${panelText}`);
   await page.click('#load-animal');
   await page.waitForFunction(() => !document.getElementById('start').disabled, null, { timeout: 30000 });
   const tDefault = Date.now();
