@@ -65,21 +65,25 @@ fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 const TILE: u32 = 32u;
 const BM: u32 = 16u;
-var<workgroup> es: array<array<f32, 33>, 16>;  // [BM, TILE + 1]: e tile (m, o)
-var<workgroup> us: array<array<f32, 33>, 16>;  // [BM, TILE + 1]: u tile (m, i)
+var<workgroup> es: array<array<vec4<f32>, 8>, 16>;  // [BM, TILE / 4]: e tile (m, o)
+var<workgroup> us: array<array<vec4<f32>, 8>, 16>;  // [BM, TILE / 4]: u tile (m, i)
 
-// 32x32 tile of G[N, K] (o along y, i along x), 16x16 threads with 2x2 outputs, M steps of 16.
-// Dispatch: (ceil(K / 32), ceil(N / 32), 1).
-@compute @workgroup_size(16, 16)
+// 32x32 tile of G[N, K] (o along y, i along x): 8x8 threads, each a 4x4 block (o = 4 ty..,
+// i = 4 tx..) in four vec4 accumulators fed by one vec4 read of each staged tile per m, as in
+// matmul.wgsl; M steps of 16. Dispatch: (ceil(K / 32), ceil(N / 32), 1).
+@compute @workgroup_size(8, 8)
 fn outer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m_total = p.rows * p.tokens;
     let o0 = wg.y * TILE;
     let i0 = wg.x * TILE;
-    let flat = lid.y * 16u + lid.x;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let flat = lid.y * 8u + lid.x;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var m0 = 0u; m0 < m_total; m0 += BM) {
-        for (var h = 0u; h < 2u; h++) {
-            let idx = flat + 256u * h;  // 0..512 over [BM, TILE]
+        for (var h = 0u; h < 8u; h++) {
+            let idx = flat + 64u * h;  // 0..512 over [BM, TILE]
             let mm = m0 + idx / TILE;
             let c = idx % TILE;
             var ev = 0.0;
@@ -92,28 +96,27 @@ fn outer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
                     uv = u[mm * p.k + i0 + c];
                 }
             }
-            es[idx / TILE][c] = ev;
-            us[idx / TILE][c] = uv;
+            es[idx / TILE][c >> 2u][c & 3u] = ev;
+            us[idx / TILE][c >> 2u][c & 3u] = uv;
         }
         workgroupBarrier();
         for (var j = 0u; j < BM; j++) {
-            let a0 = es[j][lid.y];
-            let a1 = es[j][lid.y + 16u];
-            let b0 = us[j][lid.x];
-            let b1 = us[j][lid.x + 16u];
-            acc[0] += a0 * b0;
-            acc[1] += a0 * b1;
-            acc[2] += a1 * b0;
-            acc[3] += a1 * b1;
+            let a = es[j][lid.y];
+            let b = us[j][lid.x];
+            acc0 += a.x * b;
+            acc1 += a.y * b;
+            acc2 += a.z * b;
+            acc3 += a.w * b;
         }
         workgroupBarrier();
     }
-    for (var q = 0u; q < 4u; q++) {
-        let o = o0 + lid.y + 16u * (q / 2u);
-        let i = i0 + lid.x + 16u * (q % 2u);
+    var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var q = 0u; q < 16u; q++) {
+        let o = o0 + 4u * lid.y + q / 4u;
+        let i = i0 + 4u * lid.x + q % 4u;
         if (o < p.n && i < p.k) {
             let at = p.out_off + o * p.k + i;
-            g[at] = g[at] + acc[q];
+            g[at] = g[at] + acc[q / 4u][q % 4u];
         }
     }
 }
