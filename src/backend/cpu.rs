@@ -2,6 +2,7 @@
 //! kernels (crate::noise). It is the test oracle of the GPU backend and the fallback where no
 //! WebGPU exists. Blocks below the first tuned block run once per image (frozen prefix).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -205,8 +206,13 @@ impl CpuBackend {
             }
         };
         // sum_{r in group} c_r eps_r / scale_s of `site` over the group's rows that perturbed it
-        // (none: `None`; site-wise rows perturb one site each).
-        let summed = |group: &[usize], site: LinearSite| -> Option<Vec<f64>> {
+        // (none: `None`; site-wise rows perturb one site each). Kept: the LayerNorm feeding the
+        // site asks for the same sums again.
+        let sums: RefCell<SummedNoise> = RefCell::default();
+        let summed = |group: &[usize], site: LinearSite| -> Option<Rc<Vec<f64>>> {
+            if let Some(e) = sums.borrow().get(&(site, group.to_vec())) {
+                return e.clone();
+            }
             let scale = plan.site_scale(site) as f64;
             let mut e: Option<Vec<f64>> = None;
             for &r in group {
@@ -219,6 +225,8 @@ impl CpuBackend {
                     *e += c * x as f64;
                 }
             }
+            let e = e.map(Rc::new);
+            sums.borrow_mut().insert((site, group.to_vec()), e.clone());
             e
         };
         for &site in &plan.sites {
@@ -233,9 +241,9 @@ impl CpuBackend {
             let (mut e_all, mut u_all) = (Vec::new(), Vec::new());
             for point in 0..points {
                 let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| input(r).is_some()).collect();
-                for group in groups(rows, &|a, b| input(a) == input(b)) {
+                for group in groups(rows, &|a, b| same_values(input(a), input(b))) {
                     if let Some(e) = summed(&group, site) {
-                        e_all.extend(e);
+                        e_all.extend_from_slice(&e);
                         u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
                     }
                 }
@@ -257,7 +265,7 @@ impl CpuBackend {
             let x_hat = |r: usize| self.recorded[r].norms.get(&norm);
             for point in 0..points {
                 let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| x_hat(r).is_some()).collect();
-                for group in groups(rows, &|a, b| x_hat(a) == x_hat(b)) {
+                for group in groups(rows, &|a, b| same_values(x_hat(a), x_hat(b))) {
                     let xh = &self.recorded[group[0]].norms[&norm];
                     let mut dy = vec![0.0f64; xh.len()];
                     for &site in &consumers {
@@ -277,6 +285,20 @@ impl CpuBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// A gradient's `sum_r c_r eps_r` per (site, group of rows): `None` where no row perturbed it.
+type SummedNoise = HashMap<(LinearSite, Vec<usize>), Option<Rc<Vec<f64>>>>;
+
+/// Whether two recorded tensors hold the same values, bit for bit (one `memcmp`: the rows of an
+/// image that read the frozen prefix hold copies of one tensor). Only decides whether rows
+/// share a product, so a false "different" (`-0.0` vs `0.0`) merely costs time.
+fn same_values(a: Option<&Vec<f32>>, b: Option<&Vec<f32>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => bytemuck::cast_slice::<f32, u8>(a) == bytemuck::cast_slice::<f32, u8>(b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
