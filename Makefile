@@ -71,7 +71,7 @@ bench-deps: setup
 bench-native: bench-deps
 	$(CARGO) build --locked --release --bin flops
 	mkdir -p target/bench
-	python3 scripts/bench_speed.py --repeats 7 | tee target/bench/speed.json
+	set -o pipefail; python3 scripts/bench_speed.py --repeats 7 | tee target/bench/speed.json
 
 bench-web: bench-deps web
 	python3 scripts/bench_web_models.py target/bench/models

@@ -46,10 +46,10 @@ export interface DeviceInfo {
   /** Why there is no WebGPU, or why `device: 'auto'` chose the CPU or WebGPU (in numbers). */
   reason: string | null;
   adapter: AdapterSummary | null;
-  /** The browser's own adapter description (`GPUAdapter.info`). */
   /** The core build this browser runs: 'relaxed-simd' (fused multiply-add in the GEMM kernel,
    * where `WebAssembly.validate` accepts relaxed SIMD) or 'simd128'. */
   wasmSimd: 'relaxed-simd' | 'simd128';
+  /** The browser's own adapter description (`GPUAdapter.info`). */
   browserAdapter: { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter: boolean; features: string[] } | null;
   limits: AdapterLimits | null;
   /**

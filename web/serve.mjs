@@ -6,14 +6,15 @@
 // models and ONNX Runtime Web)
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
-import { extname, join, normalize, resolve, dirname } from 'node:path';
+import { extname, join, normalize, resolve, dirname, relative, isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
 const mounts = [];
 for (let i = args.indexOf('--mount'); i >= 0; i = args.indexOf('--mount')) {
-  const [prefix, dir] = String(args[i + 1] ?? '').split('=');
+  const spec = String(args[i + 1] ?? '');
+  const [prefix, dir] = [spec.slice(0, spec.indexOf('=')), spec.slice(spec.indexOf('=') + 1)];
   if (!prefix?.startsWith('/') || !prefix.endsWith('/') || !dir) throw new Error(`--mount wants /prefix/=dir, got ${args[i + 1]}`);
   mounts.push([prefix, resolve(dir)]);
   args.splice(i, 2);
@@ -40,7 +41,7 @@ const server = createServer(async (req, res) => {
       : path.startsWith('/models/default/') ? [modelDir, path.slice(16)]
       : [here, path === '/' ? 'index.html' : path.slice(1)];
     const file = normalize(join(root, rel));
-    if (!file.startsWith(root)) throw Object.assign(new Error('outside root'), { code: 'ENOENT' });
+    if (relative(root, file).startsWith('..') || isAbsolute(relative(root, file))) throw Object.assign(new Error('outside root'), { code: 'ENOENT' });
     if (!(await stat(file)).isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOENT' });
     res.writeHead(200, { 'content-type': types[extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
     res.end(await readFile(file));

@@ -206,12 +206,13 @@ impl CpuBackend {
             }
         };
         // sum_{r in group} c_r eps_r / scale_s of `site` over the group's rows that perturbed it
-        // (none: `None`; site-wise rows perturb one site each). Kept: the LayerNorm feeding the
-        // site asks for the same sums again.
+        // (none: `None`; site-wise rows perturb one site each). The sums of a site that feeds a
+        // tuned LayerNorm are kept until that LayerNorm's pass takes them (it needs them again).
+        let norms = tuned_norms(plan, ids);
         let sums: RefCell<SummedNoise> = RefCell::default();
         let summed = |group: &[usize], site: LinearSite| -> Option<Rc<Vec<f64>>> {
-            if let Some(e) = sums.borrow().get(&(site, group.to_vec())) {
-                return e.clone();
+            if let Some(e) = sums.borrow_mut().remove(&(site, group.to_vec())) {
+                return e;
             }
             let scale = plan.site_scale(site) as f64;
             let mut e: Option<Vec<f64>> = None;
@@ -225,9 +226,12 @@ impl CpuBackend {
                     *e += c * x as f64;
                 }
             }
-            let e = e.map(Rc::new);
-            sums.borrow_mut().insert((site, group.to_vec()), e.clone());
-            e
+            e.map(Rc::new)
+        };
+        let keep = |group: &[usize], site: LinearSite, e: &Option<Rc<Vec<f64>>>| {
+            if NormSite::feeding(site).is_some_and(|n| norms.contains(&n)) {
+                sums.borrow_mut().insert((site, group.to_vec()), e.clone());
+            }
         };
         for &site in &plan.sites {
             let Some(lin) = ids.linear(site) else { continue };
@@ -242,7 +246,9 @@ impl CpuBackend {
             for point in 0..points {
                 let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| input(r).is_some()).collect();
                 for group in groups(rows, &|a, b| same_values(input(a), input(b))) {
-                    if let Some(e) = summed(&group, site) {
+                    let e = summed(&group, site);
+                    keep(&group, site, &e);
+                    if let Some(e) = e {
                         e_all.extend_from_slice(&e);
                         u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
                     }
@@ -250,7 +256,7 @@ impl CpuBackend {
             }
             accumulate_outer(self.kernels(), grad, w_off, b_off, &e_all, &u_all, dout, din);
         }
-        for norm in tuned_norms(plan, ids) {
+        for norm in norms.iter().copied() {
             let Some((gamma, beta)) = ids.norm(norm) else { continue };
             let (Some(g_off), Some(b_off)) = (slot(gamma), slot(beta)) else {
                 continue;

@@ -18,10 +18,10 @@ struct Timing {
     /// `cpu-reference`, `cpu-fast` or `wgsl`.
     path: &'static str,
     rows: usize,
-    /// Median of the timed repeats (after one untimed warm-up), milliseconds per forward.
+    /// Median of the timed samples (after the warm-up), milliseconds per forward.
     ms: f64,
     gflop_per_s: f64,
-    /// Each timed repeat, milliseconds.
+    /// Each sample, milliseconds per forward.
     samples_ms: Vec<f64>,
     /// The logits of the batch, row-major `[rows, labels]` (to compare against the other side).
     logits: Vec<f32>,
@@ -47,15 +47,16 @@ fn median(v: &[f64]) -> f64 {
 
 /// Times the clean forward of `rows` images ([`bench_pixels`]) of the HF model in `config` and
 /// `weights` on each of `paths` (`cpu-reference`, `cpu-fast`: this wasm on the CPU; `wgsl`:
-/// WebGPU), `repeats` times after a warm-up of at least one forward and `warmup_ms` (V8 first
-/// runs wasm from its baseline compiler and swaps in optimised code later). Resolves to a list
-/// of timings.
+/// WebGPU), `repeats` samples of `inner` forwards each (the page's clock is coarsened to 0.1
+/// ms) after a warm-up of at least one forward and `warmup_ms` (V8 first runs wasm from its
+/// baseline compiler and swaps in optimised code later). Resolves to a list of timings.
 #[wasm_bindgen(js_name = benchForward)]
 pub async fn bench_forward(
     config: Vec<u8>,
     weights: Vec<u8>,
     rows: usize,
     repeats: usize,
+    inner: usize,
     warmup_ms: f64,
     paths: Vec<String>,
 ) -> Result<JsValue, JsError> {
@@ -68,6 +69,7 @@ pub async fn bench_forward(
     let net = Model::load(files.files(), &LoadOptions::default()).map_err(js_err)?.net;
     let rows = rows.max(1);
     let repeats = repeats.max(1);
+    let inner = inner.max(1);
     let pixels = bench_pixels(rows, net.config.image_numel());
     let flop = net.config.forward_flop_per_image() * rows as f64;
     let mut out = Vec::new();
@@ -89,8 +91,10 @@ pub async fn bench_forward(
                 }
                 for _ in 0..repeats {
                     let t0 = now_ms();
-                    logits = n.forward_batch(&pixels).map_err(js_err)?;
-                    samples.push(now_ms() - t0);
+                    for _ in 0..inner {
+                        logits = n.forward_batch(&pixels).map_err(js_err)?;
+                    }
+                    samples.push((now_ms() - t0) / inner as f64);
                 }
                 (name, logits, None)
             }
@@ -106,8 +110,10 @@ pub async fn bench_forward(
                 }
                 for _ in 0..repeats {
                     let t0 = now_ms();
-                    logits = run().await.map_err(js_err)?.logits;
-                    samples.push(now_ms() - t0);
+                    for _ in 0..inner {
+                        logits = run().await.map_err(js_err)?.logits;
+                    }
+                    samples.push((now_ms() - t0) / inner as f64);
                 }
                 ("wgsl", logits, Some(ctx.summary()))
             }

@@ -28,11 +28,17 @@ const want = readFileSync(join(pkg, 'wasm', 'flops_web_bg.wasm'));
 const wasm = files.filter((f) => f.endsWith('.wasm'));
 const fail = (m) => { console.error(`npm test: FAIL: ${m}\nfiles: ${files.map((f) => f.slice(dist.length + 1)).join(', ')}`); process.exit(1); };
 if (!wasm.length) fail('no .wasm in the Vite bundle');
-if (!wasm.some((f) => readFileSync(f).equals(want))) fail('the bundled .wasm differs from pkg/wasm/flops_web_bg.wasm');
 const js = files.filter((f) => f.endsWith('.js')).map((f) => [f, readFileSync(f, 'utf8')]);
-const wasmName = wasm[0].slice(wasm[0].lastIndexOf('/') + 1);
-const worker = js.find(([, s]) => s.includes(wasmName));
-if (!worker) fail(`no bundled script references ${wasmName}`);
+// Both builds (the worker picks one at run time), byte for byte, each referenced by a script.
+let worker;
+for (const name of ['flops_web_bg.wasm', 'flops_web_relaxed_bg.wasm']) {
+  const bytes = readFileSync(join(pkg, 'wasm', name));
+  const bundled = wasm.find((f) => readFileSync(f).equals(bytes));
+  if (!bundled) fail(`the bundle lacks pkg/wasm/${name} (or it differs)`);
+  const bundledName = bundled.slice(bundled.lastIndexOf('/') + 1);
+  worker = js.find(([, s]) => s.includes(bundledName));
+  if (!worker) fail(`no bundled script references ${bundledName}`);
+}
 if (!js.some(([, s]) => /new Worker\(/.test(s))) fail('the bundle never starts the worker');
 // The assets the worker fetches (default model, Animal-Shape) are emitted by the bundler.
 for (const asset of ['models/default/model.safetensors', 'data/animal-shape/train-images.idx3-ubyte']) {

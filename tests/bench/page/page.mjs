@@ -2,14 +2,17 @@
 // cpu-fast on the CPU, wgsl on WebGPU) and ONNX Runtime Web's (WASM EP on 1 thread, WebGPU EP)
 // on the same model, batch and pixels, or a cold start of either. The result lands in
 // `window.benchResult` ({ error } on failure).
-//   ?mode=forward&model=default&rows=4&repeats=5&warmupMs=3000&paths=cpu-fast,wgsl&ort=wasm,webgpu
+//   ?mode=forward&model=default&rows=4&repeats=5&inner=1&warmupMs=3000&paths=cpu-fast,wgsl&ort=wasm,webgpu
 //     [&build=relaxed-simd|simd128: our wasm build; default: the one the worker picks]
 //   ?mode=cold-ours&device=auto|cpu      page load -> learner made -> first prediction
 //   ?mode=cold-ort&model=default         page load -> ORT session made -> first run
-// ONNX Runtime Web is imported only by the modes that use it (a cold start of ours loads none of it).
+// ONNX Runtime Web is imported only by the modes that use it (a cold start of ours loads none of
+// it), each EP from its own bundle: the WASM EP from ort.wasm (the plain simd build,
+// ort-wasm-simd-threaded.wasm), the WebGPU EP from ort.webgpu (which runs on the asyncify build).
+const ORT_BUNDLES = { wasm: '/ort/ort.wasm.min.mjs', webgpu: '/ort/ort.webgpu.min.mjs' };
 let ort;
-async function loadOrt() {
-  ort = await import('/ort/ort.webgpu.min.mjs');
+async function loadOrt(ep) {
+  ort = await import(ORT_BUNDLES[ep] ?? ORT_BUNDLES.webgpu);
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.proxy = false;
   ort.env.wasm.wasmPaths = '/ort/';
@@ -20,6 +23,9 @@ const q = new URLSearchParams(location.search);
 const model = q.get('model') || 'default';
 const rows = Number(q.get('rows') || 4);
 const repeats = Number(q.get('repeats') || 5);
+// Each sample times this many forwards in a row (the page is not cross-origin isolated, so
+// performance.now() is coarsened to 0.1 ms: too coarse for the default model's 2-4 ms).
+const inner = Number(q.get('inner') || 1);
 // Both sides warm up for at least this long (and one run): V8 runs wasm from its baseline
 // compiler first and tiers up to optimised code later, which made ORT's first runs 2x slower.
 const warmupMs = Number(q.get('warmupMs') || 3000);
@@ -36,7 +42,8 @@ const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1,
   67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 253, 133, 2, 11]);
 
 // The pattern of the wasm's `bench_pixels` (src/web/bench.rs): both sides feed the same values.
-const pixels = (n) => Float32Array.from({ length: n }, (_, i) => ((i * 7919) % 2001) / 1000 - 1);
+// Math.fround twice: Rust divides and subtracts in f32, rounding after each.
+const pixels = (n) => Float32Array.from({ length: n }, (_, i) => Math.fround(Math.fround(((i * 7919) % 2001) / 1000) - 1));
 
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
@@ -56,8 +63,8 @@ async function ortForward(onnx, ep, shape, x) {
   const samples = [];
   for (let i = 0; i < repeats; i++) {
     const t0 = performance.now();
-    out = await session.run(feeds);
-    samples.push(performance.now() - t0);
+    for (let j = 0; j < inner; j++) out = await session.run(feeds);
+    samples.push((performance.now() - t0) / inner);
   }
   const logits = Array.from(out.logits.data);
   await session.release();
@@ -74,16 +81,16 @@ async function forward() {
   const build = q.get('build') || (WebAssembly.validate(RELAXED_SIMD_PROBE) ? 'relaxed-simd' : 'simd128');
   const { default: init, benchForward } = await (build === 'relaxed-simd' ? import('/wasm/flops_web_relaxed.js') : import('/wasm/flops_web.js'));
   await init();
-  const ours = await benchForward(config, weights, rows, repeats, warmupMs, list('paths', 'cpu-fast,wgsl'));
+  const ours = await benchForward(config, weights, rows, repeats, inner, warmupMs, list('paths', 'cpu-fast,wgsl'));
   const theirs = [];
-  await loadOrt();
   for (const ep of list('ort', 'wasm,webgpu')) {
+    await loadOrt(ep);
     const r = await ortForward(onnx, ep, shape, x);
     theirs.push({ path: ep === 'wasm' ? 'ort-web-wasm' : 'ort-web-webgpu', rows, ms: median(r.samples), samplesMs: r.samples, logits: r.logits });
   }
   const reference = theirs[0]?.logits;
   const entries = [...ours, ...theirs].map((e) => ({ ...e, logitsMaxAbsDiffVsOrt: maxAbsDiff(e.logits, reference), logits: undefined }));
-  return { model, rows, repeats, warmupMs, wasmSimd: build, ortVersion: ort.env.versions?.common ?? null, entries };
+  return { model, rows, repeats, inner, warmupMs, wasmSimd: build, ortVersion: ort.env.versions?.common ?? null, entries };
 }
 
 // page load -> first prediction through the npm API (the default model, fetched by the worker).
@@ -102,9 +109,9 @@ async function coldOurs() {
 
 // page load -> first run of ONNX Runtime Web on the same default model (its WASM EP, 1 thread).
 async function coldOrt() {
-  await loadOrt();
-  const onnx = await bytes(`/bench-models/${model}/model.onnx`);
   const ep = q.get('ep') || 'wasm';
+  await loadOrt(ep);
+  const onnx = await bytes(`/bench-models/${model}/model.onnx`);
   const session = await ort.InferenceSession.create(onnx, { executionProviders: [ep], graphOptimizationLevel: 'all' });
   const ready = performance.now();
   const cfg = JSON.parse(new TextDecoder().decode(await bytes(`/bench-models/${model}/config.json`)));
