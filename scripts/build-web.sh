@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Two builds of the same code; the worker loads one (web/worker.js probes the browser):
 #   flops_web        simd128 (.cargo/config.toml): every browser with WebAssembly SIMD
 #   flops_web_relaxed simd128 + relaxed-simd: the GEMM kernel's fused multiply-add
-#                    (f32x4.relaxed_madd; Chrome 114+), a ViT-Tiny forward ~17% faster (make bench)
+#                    (f32x4.relaxed_madd; Chrome 114+), a ViT-Tiny forward 10-16% faster (make bench)
 out="${1:-target/web/wasm}"
 cargo build --locked --release --target wasm32-unknown-unknown --lib
 RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR=target/wasm-relaxed \

@@ -66,7 +66,7 @@ await withPage('bench', async ({ url, page, context, log }) => {
       for (const e of res.entries) out.adapter ??= e.adapter ?? null;
       out.forward.push(...entries);
       perRun[i].push(entries);
-      out.ortWeb = res.ortVersion;
+      out.ortWeb = res.ortVersion ?? out.ortWeb ?? null;
     }
   }
   // Ratios (theirs' ms / ours', same page, model, batch and pixels): from each side's best round,

@@ -90,7 +90,7 @@ async function forward() {
   }
   const reference = theirs[0]?.logits;
   const entries = [...ours, ...theirs].map((e) => ({ ...e, logitsMaxAbsDiffVsOrt: maxAbsDiff(e.logits, reference), logits: undefined }));
-  return { model, rows, repeats, inner, warmupMs, wasmSimd: build, ortVersion: ort.env.versions?.common ?? null, entries };
+  return { model, rows, repeats, inner, warmupMs, wasmSimd: build, ortVersion: ort?.env.versions?.common ?? null, entries };
 }
 
 // page load -> first prediction through the npm API (the default model, fetched by the worker).
