@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 wasm=target/web/wasm
 [ -f "$wasm/flops_web_bg.wasm" ] && [ -f "$wasm/flops_web_relaxed_bg.wasm" ] || scripts/build-web.sh
 rm -rf pkg && mkdir -p pkg/wasm
-cp web/flops-web.js web/flops-web.d.ts web/worker.js pkg/
+cp web/flops-web.js web/flops-web.d.ts web/worker.js web/wasm-simd.js pkg/
 # Both builds (the worker loads the relaxed-SIMD one where the browser validates it).
 cp "$wasm"/flops_web{,_relaxed}.js "$wasm"/flops_web{,_relaxed}_bg.wasm "$wasm/flops_web.d.ts" pkg/wasm/
 # The Animal-Shape split, fetched by the worker from beside it when asked for.
@@ -28,7 +28,7 @@ cat > pkg/package.json <<JSON
   "module": "./flops-web.js",
   "types": "./flops-web.d.ts",
   "exports": { ".": { "types": "./flops-web.d.ts", "default": "./flops-web.js" } },
-  "files": ["flops-web.js", "flops-web.d.ts", "worker.js", "wasm/", "data/", "models/", "README.md"],
+  "files": ["flops-web.js", "flops-web.d.ts", "worker.js", "wasm-simd.js", "wasm/", "data/", "models/", "README.md"],
   "sideEffects": false
 }
 JSON

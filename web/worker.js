@@ -6,14 +6,10 @@
 // Protocol (candle-style): requests `{id, method, args}`; replies `{id, result}` or
 // `{id, error}`; progress `{status, ...}` (loading, compiling, ready, step, epoch, evaluation,
 // deviceLost, done, error).
+import { wasmBuild } from './wasm-simd.js';
 
-// Which build of the core this browser runs: with relaxed SIMD (the GEMM kernel's fused
-// multiply-add, f32x4.relaxed_madd) where `WebAssembly.validate` accepts a module using it,
-// else plain simd128. Literal import()s, so that bundlers keep both.
-const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 28, 1, 26, 0,
-  67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 253, 133, 2, 11]);
-const relaxedSimd = (() => { try { return WebAssembly.validate(RELAXED_SIMD_PROBE); } catch (_) { return false; } })();
-const wasmBuild = relaxedSimd ? 'relaxed-simd' : 'simd128';
+// The core build this browser runs (wasm-simd.js). Literal import()s, so that bundlers keep both.
+const relaxedSimd = wasmBuild === 'relaxed-simd';
 let core = null; // the wasm-bindgen module of that build, once loaded
 
 let learner = null;

@@ -37,10 +37,6 @@ const bytes = async (path) => {
   return new Uint8Array(await r.arrayBuffer());
 };
 
-// web/worker.js's probe: a module using f32x4.relaxed_madd.
-const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 28, 1, 26, 0,
-  67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 67, 0, 0, 128, 63, 253, 19, 253, 133, 2, 11]);
-
 // The pattern of the wasm's `bench_pixels` (src/web/bench.rs): both sides feed the same values.
 // Math.fround twice: Rust divides and subtracts in f32, rounding after each.
 const pixels = (n) => Float32Array.from({ length: n }, (_, i) => Math.fround(Math.fround(((i * 7919) % 2001) / 1000) - 1));
@@ -78,7 +74,7 @@ async function forward() {
   const shape = [rows, cfg.num_channels ?? 3, cfg.image_size, cfg.image_size];
   const x = pixels(shape.reduce((a, b) => a * b, 1));
   // The build the page's worker would load (web/worker.js), unless ?build= names one.
-  const build = q.get('build') || (WebAssembly.validate(RELAXED_SIMD_PROBE) ? 'relaxed-simd' : 'simd128');
+  const build = q.get('build') || (await import('/wasm-simd.js')).wasmBuild;
   const { default: init, benchForward } = await (build === 'relaxed-simd' ? import('/wasm/flops_web_relaxed.js') : import('/wasm/flops_web.js'));
   await init();
   const ours = await benchForward(config, weights, rows, repeats, inner, warmupMs, list('paths', 'cpu-fast,wgsl'));
