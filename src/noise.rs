@@ -30,6 +30,7 @@ const M1: u32 = 0xCD9E_8D57;
 const W0: u32 = 0x9E37_79B9;
 const W1: u32 = 0xBB67_AE85;
 
+#[inline]
 fn mulhilo(a: u32, b: u32) -> (u32, u32) {
     let p = a as u64 * b as u64;
     ((p >> 32) as u32, p as u32)
@@ -50,6 +51,7 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 }
 
 /// A `u32` as a uniform in `(0, 1)`: the top 24 bits plus one half, exact in `f32`.
+#[inline]
 pub fn uniform(x: u32) -> f32 {
     ((x >> 8) as f32 + 0.5) * (1.0 / 16_777_216.0)
 }
@@ -57,6 +59,7 @@ pub fn uniform(x: u32) -> f32 {
 /// `ln(u)` for a normal `u` in `(0, 1]` from its bits and a fixed polynomial, so that CPU and
 /// GPU agree to a few ulp (GPU `log`/`cos`/`sin` may be off by 2^-11 absolute on Vulkan).
 /// `u = m 2^e` with `m` in `[sqrt(1/2), sqrt 2)`, `ln m = 2 atanh(s)`, `s = (m - 1)/(m + 1)`.
+#[inline]
 pub fn ln_unit(u: f32) -> f32 {
     // Branch-free (selects), so that `Stream::fill` vectorises; the same operations as the WGSL.
     let bits = u.to_bits();
@@ -73,15 +76,18 @@ pub fn ln_unit(u: f32) -> f32 {
 
 /// `(sin, cos)` of `2 pi u` for `u` in `[0, 1)`: quadrant from `round(4 u)` (exact), Taylor
 /// polynomials on `[-pi/4, pi/4]` (error below 2e-9).
+#[inline]
 pub fn sincos_turns(u: f32) -> (f32, f32) {
     let x = u * 4.0;
-    let k = (x + 0.5).floor();
-    let a = (x - k) * std::f32::consts::FRAC_PI_2;
+    // floor(x + 1/2) as a truncating cast (x > 0): `floor` is a libm call on baseline x86-64,
+    // which would keep `Stream::fill` from vectorising.
+    let q = (x + 0.5) as u32;
+    let a = (x - q as f32) * std::f32::consts::FRAC_PI_2;
     let a2 = a * a;
     let s = a * (1.0 + a2 * (-1.0 / 6.0 + a2 * (1.0 / 120.0 + a2 * (-1.0 / 5040.0 + a2 * (1.0 / 362_880.0)))));
     let c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24.0 + a2 * (-1.0 / 720.0 + a2 * (1.0 / 40_320.0 - a2 / 3_628_800.0))));
     // Quadrant q: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s) for q = 0..3, as selects.
-    let q = k as u32 & 3;
+    let q = q & 3;
     let odd = q & 1 == 1;
     let (sin, cos) = if odd { (c, s) } else { (s, c) };
     let sin = if q & 2 == 2 { -sin } else { sin };
@@ -91,6 +97,7 @@ pub fn sincos_turns(u: f32) -> (f32, f32) {
 
 /// Box-Muller on two words: `(r cos(theta), r sin(theta))`, `r = sqrt(-2 ln u1)`,
 /// `theta = 2 pi u2`, in `f32` with the same portable `ln`/`sin`/`cos` as the shader.
+#[inline]
 pub fn box_muller(x1: u32, x2: u32) -> (f32, f32) {
     let r = (-2.0 * ln_unit(uniform(x1))).sqrt();
     let (sin, cos) = sincos_turns(uniform(x2));
@@ -149,10 +156,10 @@ impl Stream {
     }
 
     /// Elements `start .. start + out.len()`, one Philox block per four values. Aligned blocks
-    /// go through Philox first and then through Box-Muller over a whole chunk, which the compiler
-    /// vectorises (the values are the same as [`Stream::normal`]'s, bit for bit).
+    /// go [`CHUNK`] at a time through Philox with the four counter words in separate arrays
+    /// (one lane per block) and then through Box-Muller, loops the compiler vectorises; the
+    /// values are the same as [`Stream::normal`]'s, bit for bit.
     pub fn fill(&self, start: u32, out: &mut [f32]) {
-        const CHUNK: usize = 64;
         let mut n = start;
         let mut i = 0;
         while i < out.len() && n & 3 != 0 {
@@ -160,28 +167,83 @@ impl Stream {
             i += 1;
             n = n.wrapping_add(1);
         }
-        let mut words = [0u32; 4 * CHUNK];
-        while out.len() - i >= 4 {
-            let blocks = ((out.len() - i) / 4).min(CHUNK);
-            for (b, w) in words.chunks_exact_mut(4).take(blocks).enumerate() {
-                w.copy_from_slice(&self.block((n >> 2).wrapping_add(b as u32)));
-            }
-            let dst = &mut out[i..i + 4 * blocks];
-            for (pair, o) in words[..4 * blocks].chunks_exact(2).zip(dst.chunks_exact_mut(2)) {
-                let (c, s) = box_muller(pair[0], pair[1]);
-                o[0] = c;
-                o[1] = s;
-            }
-            i += 4 * blocks;
-            n = n.wrapping_add(4 * blocks as u32);
-        }
+        let aligned = (out.len() - i) / 4 * 4;
+        self.fill_blocks(n >> 2, &mut out[i..i + aligned]);
+        i += aligned;
+        n = n.wrapping_add(aligned as u32);
         while i < out.len() {
             out[i] = self.normal(n);
             i += 1;
             n = n.wrapping_add(1);
         }
     }
+
+    /// Whole blocks from block `b0` into `out` (`out.len()` a multiple of 4); with AVX2 where
+    /// the CPU has it (runtime detection; twice the baseline's lanes).
+    fn fill_blocks(&self, b0: u32, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { self.fill_blocks_avx2(b0, out) };
+            return;
+        }
+        self.fill_blocks_portable(b0, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_blocks_avx2(&self, b0: u32, out: &mut [f32]) {
+        self.fill_blocks_portable(b0, out);
+    }
+
+    #[inline(always)]
+    fn fill_blocks_portable(&self, mut b0: u32, out: &mut [f32]) {
+        let mut words = [[0u32; CHUNK]; 4];
+        let mut normals = [[0.0f32; CHUNK]; 4];
+        for dst in out.chunks_mut(4 * CHUNK) {
+            self.blocks(b0, &mut words);
+            for pair in 0..2 {
+                let [x1, x2] = [&words[2 * pair], &words[2 * pair + 1]];
+                let (lo, hi) = normals.split_at_mut(2 * pair + 1);
+                let (c, s) = (&mut lo[2 * pair], &mut hi[0]);
+                for b in 0..CHUNK {
+                    (c[b], s[b]) = box_muller(x1[b], x2[b]);
+                }
+            }
+            for (b, o) in dst.chunks_exact_mut(4).enumerate() {
+                o.copy_from_slice(&[normals[0][b], normals[1][b], normals[2][b], normals[3][b]]);
+            }
+            b0 = b0.wrapping_add(CHUNK as u32);
+        }
+    }
+
+    /// The Philox blocks `b0 .. b0 + CHUNK`, word `j` of block `b0 + b` in `words[j][b]`:
+    /// [`philox4x32_10`] with every operation applied lane-wise over the chunk.
+    #[inline(always)]
+    fn blocks(&self, b0: u32, words: &mut [[u32; CHUNK]; 4]) {
+        let [c0, c1, c2, c3] = words;
+        for (b, c) in c0.iter_mut().enumerate() {
+            *c = b0.wrapping_add(b as u32);
+        }
+        c1.fill(self.sub);
+        c2.fill(self.step);
+        c3.fill(self.tag);
+        let mut k = self.key;
+        for round in 0..10 {
+            if round > 0 {
+                k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+            }
+            for b in 0..CHUNK {
+                let (hi0, lo0) = mulhilo(M0, c0[b]);
+                let (hi1, lo1) = mulhilo(M1, c2[b]);
+                (c0[b], c1[b], c2[b], c3[b]) = (hi1 ^ c1[b] ^ k[0], lo1, hi0 ^ c3[b] ^ k[1], lo0);
+            }
+        }
+    }
 }
+
+/// Philox blocks per [`Stream::fill`] chunk.
+const CHUNK: usize = 64;
 
 #[cfg(test)]
 mod tests {
