@@ -97,4 +97,16 @@ fn fast_backend_step_matches_the_reference() {
     eprintln!("clean {e_clean:.3e}, queries {e_q:.3e}, gradient {e_g:.3e} of max {scale:.3e}");
     assert!(e_clean <= 1e-4 && e_q <= 1e-4, "losses: {e_clean} {e_q}");
     assert!(e_g <= 1e-4 * scale, "gradient: {e_g} vs max {scale}");
+    // Tensor by tensor as well (the LayerNorms' share is small beside the weights', and the fast
+    // path takes it from the weight product over x_hat rather than the reference's own pass).
+    let layout = table.layout(&plan.tensors).unwrap();
+    let params = model.net.params();
+    for (i, &t) in plan.tensors.iter().enumerate() {
+        let range = layout.range_at(i);
+        let (gr, gf) = (&r.2[range.clone()], &f.2[range]);
+        let scale = gr.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let err = max_diff(gf, gr);
+        assert!(scale > 0.0, "{}: no gradient", params[t as usize].name);
+        assert!(err <= 1e-4 * scale, "{}: {err} vs max {scale}", params[t as usize].name);
+    }
 }

@@ -4,6 +4,8 @@
 //! Shapes, per image: `T = 1 + num_patches` tokens, `D = hidden_size`, `I = intermediate_size`,
 //! `H` heads of `D / H`. Pixels are `[C, H_img, W_img]` after preprocessing.
 
+use std::rc::Rc;
+
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
@@ -76,6 +78,12 @@ pub trait ForwardHook {
     /// After each linear layer: its input `[T, in]` and output `[T, out]` (bias included).
     /// Adding noise to `output` is the likelihood-ratio estimator's activation perturbation.
     fn linear(&mut self, _site: LinearSite, _input: &[f32], _output: &mut [f32]) {}
+    /// [`Self::linear`] with input `shared[..len]`, a tensor that every query of one image
+    /// reads (the clean projections' input, [`Qkv`]): a hook that keeps inputs may keep the
+    /// `Rc` instead of a copy.
+    fn linear_shared(&mut self, site: LinearSite, shared: &Rc<Vec<f32>>, len: usize, output: &mut [f32]) {
+        self.linear(site, &shared[..len], output)
+    }
     /// The residual stream: index 0 after the embeddings, `i + 1` after block `i` (`[T, D]`).
     /// The classification forward does not report the last block (it runs its CLS token only).
     fn hidden(&mut self, _index: usize, _hidden: &[f32]) {}
@@ -232,7 +240,7 @@ impl ViTSelfAttention {
     pub fn project(&self, x: &[f32], queries: usize) -> Qkv {
         let d_in = self.query.in_dim();
         Qkv {
-            input: x.to_vec(),
+            input: Rc::new(x.to_vec()),
             queries,
             q: self.query.forward(&x[..queries * d_in]),
             k: self.key.forward(x),
@@ -251,9 +259,9 @@ impl ViTSelfAttention {
             mut v,
         } = qkv;
         let d_in = self.query.in_dim();
-        hook.linear(LinearSite::Query(layer), &input[..queries * d_in], &mut q);
-        hook.linear(LinearSite::Key(layer), &input, &mut k);
-        hook.linear(LinearSite::Value(layer), &input, &mut v);
+        hook.linear_shared(LinearSite::Query(layer), &input, queries * d_in, &mut q);
+        hook.linear_shared(LinearSite::Key(layer), &input, input.len(), &mut k);
+        hook.linear_shared(LinearSite::Value(layer), &input, input.len(), &mut v);
         let d = self.query.out_dim();
         let t = input.len() / d_in;
         let hd = d / self.heads;
@@ -318,7 +326,8 @@ impl ViTSelfAttention {
 /// (noise is added after them), so they are computed once per image for all of its queries.
 #[derive(Debug, Clone)]
 pub struct Qkv {
-    pub input: Vec<f32>,
+    /// Shared by every clone: the queries of one image read the same input.
+    pub input: Rc<Vec<f32>>,
     pub queries: usize,
     pub q: Vec<f32>,
     pub k: Vec<f32>,

@@ -2,15 +2,17 @@
 //! kernels (crate::noise). It is the test oracle of the GPU backend and the fallback where no
 //! WebGPU exists. Blocks below the first tuned block run once per image (frozen prefix).
 
-use std::cell::RefCell;
+mod grad;
+
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use self::grad::{tuned_norms, Scratch};
 use super::{read_host, write_host, FeatureCache};
 use crate::learn::backend::{Backend, Batch, BoxFuture, CleanOut, StepPlan};
 use crate::learn::estimate::{Query, Space};
 use crate::learn::LearnError;
-use crate::model::nn::{cross_entropy, sgemm, Kernels, LayerNorm, GEMM_MIN_ROWS};
+use crate::model::nn::{cross_entropy, Kernels, LayerNorm};
 use crate::model::perturb::{perturbed_copy, LrNoiseHook};
 use crate::model::{ForwardHook, LinearSite, NoHook, NormSite, ParamTable, ViTForImageClassification};
 use crate::noise::Stream;
@@ -30,6 +32,10 @@ pub struct CpuBackend {
     /// Whether clean passes keep their streams: set once a plan's queries start past the first
     /// tuned block (joint runs and evaluation keep none).
     keep_streams: bool,
+    /// Buffers of the gradient pass, reused across steps.
+    scratch: Scratch,
+    /// The f64 gradient accumulator, reused across steps.
+    grad: Vec<f64>,
 }
 
 /// A clean pass's streams ([`StreamCapture`]) per image, with the split and pixels they are of.
@@ -41,8 +47,10 @@ struct CleanStreams {
 
 /// What the gradient needs of one perturbed site in one query.
 struct Recorded {
-    /// `[rows, in]`.
-    input: Vec<f32>,
+    /// `[rows, in]`: `input[..len]` (the queries of one image share the first tuned block's
+    /// clean projection input: one `Rc`, not a copy per query).
+    input: Rc<Vec<f32>>,
+    len: usize,
     /// `[rows, out]`, unsigned (shared by the two rows of an antithetic pair).
     eps: Rc<Vec<f32>>,
 }
@@ -52,7 +60,13 @@ struct Recorded {
 struct QueryRecord {
     linear: HashMap<LinearSite, Recorded>,
     /// `x_hat` `[rows, D]` of every LayerNorm that feeds a perturbed site.
-    norms: HashMap<NormSite, Vec<f32>>,
+    norms: HashMap<NormSite, Rc<Vec<f32>>>,
+}
+
+impl Recorded {
+    fn input(&self) -> &[f32] {
+        &self.input[..self.len]
+    }
 }
 
 /// Adds LR noise and records what the gradient needs. `reuse`: the record of the previous row
@@ -63,37 +77,50 @@ struct RecordingNoise<'a> {
     /// The LayerNorms whose affine map is tuned: their `x_hat` is recorded.
     norms: &'a [NormSite],
     reuse: Option<&'a QueryRecord>,
+    /// `x_hat` of the first tuned block's `layernorm_before` on this query's clean input
+    /// (computed once per image) when the query starts from its clean projections.
+    clean_x_hat: Option<(NormSite, &'a Rc<Vec<f32>>)>,
     record: QueryRecord,
+}
+
+impl RecordingNoise<'_> {
+    /// Adds the row's noise at `site` to `output`; the noise, when the row perturbs `site`.
+    fn perturb(&mut self, site: LinearSite, output: &mut [f32]) -> Option<Rc<Vec<f32>>> {
+        // Only the row's own sites (a partner's record may hold sites this row leaves alone).
+        self.noise.sigma(site)?;
+        let shared = self.reuse.and_then(|r| r.linear.get(&site)).map(|r| r.eps.clone());
+        let eps = match shared.filter(|e| e.len() == output.len()) {
+            Some(e) => e,
+            None => Rc::new(self.noise.noise(site, output.len())?),
+        };
+        self.noise.add(site, &eps, output);
+        Some(eps)
+    }
 }
 
 impl ForwardHook for RecordingNoise<'_> {
     fn layer_norm(&mut self, site: NormSite, norm: &LayerNorm, input: &[f32]) {
         if self.norms.contains(&site) {
-            self.record.norms.insert(site, norm.normalize(input));
+            let x_hat = match self.clean_x_hat {
+                Some((clean, x_hat)) if clean == site => x_hat.clone(),
+                _ => Rc::new(norm.normalize(input)),
+            };
+            self.record.norms.insert(site, x_hat);
         }
     }
 
     fn linear(&mut self, site: LinearSite, input: &[f32], output: &mut [f32]) {
-        // Only the row's own sites (a partner's record may hold sites this row leaves alone).
-        if self.noise.sigma(site).is_none() {
-            return;
+        if let Some(eps) = self.perturb(site, output) {
+            let (input, len) = (Rc::new(input.to_vec()), input.len());
+            self.record.linear.insert(site, Recorded { input, len, eps });
         }
-        let shared = self.reuse.and_then(|r| r.linear.get(&site)).map(|r| r.eps.clone());
-        let eps = match shared.filter(|e| e.len() == output.len()) {
-            Some(e) => e,
-            None => match self.noise.noise(site, output.len()) {
-                Some(e) => Rc::new(e),
-                None => return,
-            },
-        };
-        self.noise.add(site, &eps, output);
-        self.record.linear.insert(
-            site,
-            Recorded {
-                input: input.to_vec(),
-                eps,
-            },
-        );
+    }
+
+    fn linear_shared(&mut self, site: LinearSite, shared: &Rc<Vec<f32>>, len: usize, output: &mut [f32]) {
+        if let Some(eps) = self.perturb(site, output) {
+            let input = shared.clone();
+            self.record.linear.insert(site, Recorded { input, len, eps });
+        }
     }
 }
 
@@ -116,6 +143,8 @@ impl CpuBackend {
             features: FeatureCache::default(),
             streams: None,
             keep_streams: false,
+            scratch: Scratch::default(),
+            grad: Vec::new(),
         }
     }
 
@@ -160,231 +189,6 @@ impl CpuBackend {
             .chunks_exact(n)
             .map(|img| self.prefix_cached(img, first))
             .collect()
-    }
-}
-
-impl CpuBackend {
-    /// LR: `G_W += sum_r c_r sum_t eps_rt u_rt^T`, `G_b += sum_r c_r sum_t eps_rt` for every
-    /// perturbed site, and for every LayerNorm feeding perturbed sites
-    /// `d_y = sum_sites W^T (c_r eps_r)`, `G_gamma += sum_rt d_y x_hat`, `G_beta += sum_rt d_y`.
-    /// `slot(t)`: the offset of tensor `t` in `grad`, if tuned.
-    fn lr_gradient(
-        &self,
-        plan: &StepPlan,
-        coefficients: &[f32],
-        slot: &dyn Fn(u32) -> Option<usize>,
-        grad: &mut [f64],
-    ) -> Result<(), LearnError> {
-        let same_forward = self
-            .recorded_for
-            .as_ref()
-            .is_some_and(|(seed, step, q)| *seed == plan.seed && *step == plan.step && *q == plan.queries);
-        if !same_forward || self.recorded.len() != plan.queries.len() || coefficients.len() != plan.queries.len() {
-            return Err(LearnError::Config {
-                message: format!(
-                    "gradient of step {} ({} queries, {} coefficients) without that step's query forward",
-                    plan.step,
-                    plan.queries.len(),
-                    coefficients.len()
-                ),
-            });
-        }
-        let params = self.net.params();
-        let ids = &self.ids;
-        let points = plan.queries.iter().map(|q| q.point + 1).max().unwrap_or(0);
-        let rows_of = |point: usize| -> Vec<usize> {
-            (0..plan.queries.len())
-                .filter(|&r| plan.queries[r].point == point)
-                .collect()
-        };
-        // A point's rows that all see the same input (`same`: the first tuned block reads the
-        // frozen prefix) share one product of their summed noise; otherwise rows go one by one.
-        let groups = |rows: Vec<usize>, same: &dyn Fn(usize, usize) -> bool| -> Vec<Vec<usize>> {
-            match rows.first() {
-                Some(&r0) if rows.iter().all(|&r| same(r0, r)) => vec![rows],
-                _ => rows.into_iter().map(|r| vec![r]).collect(),
-            }
-        };
-        // sum_{r in group} c_r eps_r / scale_s of `site` over the group's rows that perturbed it
-        // (none: `None`; site-wise rows perturb one site each). The sums of a site that feeds a
-        // tuned LayerNorm are kept until that LayerNorm's pass takes them (it needs them again).
-        let norms = tuned_norms(plan, ids);
-        let sums: RefCell<SummedNoise> = RefCell::default();
-        let summed = |group: &[usize], site: LinearSite| -> Option<Rc<Vec<f64>>> {
-            if let Some(e) = sums.borrow_mut().remove(&(site, group.to_vec())) {
-                return e;
-            }
-            let scale = plan.site_scale(site) as f64;
-            let mut e: Option<Vec<f64>> = None;
-            for &r in group {
-                let Some(rec) = self.recorded[r].linear.get(&site) else {
-                    continue;
-                };
-                let e = e.get_or_insert_with(|| vec![0.0f64; rec.eps.len()]);
-                let c = coefficients[r] as f64 / scale;
-                for (e, &x) in e.iter_mut().zip(rec.eps.iter()) {
-                    *e += c * x as f64;
-                }
-            }
-            e.map(Rc::new)
-        };
-        let keep = |group: &[usize], site: LinearSite, e: &Option<Rc<Vec<f64>>>| {
-            if NormSite::feeding(site).is_some_and(|n| norms.contains(&n)) {
-                sums.borrow_mut().insert((site, group.to_vec()), e.clone());
-            }
-        };
-        for &site in &plan.sites {
-            let Some(lin) = ids.linear(site) else { continue };
-            let Some(w_off) = slot(lin.weight) else { continue };
-            let w = &params[lin.weight as usize];
-            let (dout, din) = (w.shape[0], w.numel() / w.shape[0]);
-            let b_off = lin.bias.and_then(slot);
-            let input = |r: usize| self.recorded[r].linear.get(&site).map(|x| &x.input);
-            // sum_t e[t] (x) u[t] sums over tokens, so every group's tokens stack into one product
-            // (one large GEMM on the fast path instead of one small one per query row).
-            let (mut e_all, mut u_all) = (Vec::new(), Vec::new());
-            for point in 0..points {
-                let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| input(r).is_some()).collect();
-                for group in groups(rows, &|a, b| same_values(input(a), input(b))) {
-                    let e = summed(&group, site);
-                    keep(&group, site, &e);
-                    if let Some(e) = e {
-                        e_all.extend_from_slice(&e);
-                        u_all.extend_from_slice(&self.recorded[group[0]].linear[&site].input);
-                    }
-                }
-            }
-            accumulate_outer(self.kernels(), grad, w_off, b_off, &e_all, &u_all, dout, din);
-        }
-        for norm in norms.iter().copied() {
-            let Some((gamma, beta)) = ids.norm(norm) else { continue };
-            let (Some(g_off), Some(b_off)) = (slot(gamma), slot(beta)) else {
-                continue;
-            };
-            let d = params[gamma as usize].numel();
-            let consumers: Vec<LinearSite> = plan
-                .sites
-                .iter()
-                .copied()
-                .filter(|&s| NormSite::feeding(s) == Some(norm))
-                .collect();
-            let x_hat = |r: usize| self.recorded[r].norms.get(&norm);
-            for point in 0..points {
-                let rows: Vec<usize> = rows_of(point).into_iter().filter(|&r| x_hat(r).is_some()).collect();
-                for group in groups(rows, &|a, b| same_values(x_hat(a), x_hat(b))) {
-                    let xh = &self.recorded[group[0]].norms[&norm];
-                    let mut dy = vec![0.0f64; xh.len()];
-                    for &site in &consumers {
-                        let Some(lin) = ids.linear(site) else { continue };
-                        let Some(e) = summed(&group, site) else { continue };
-                        let w = &params[lin.weight as usize].data;
-                        let dout = w.len() / d;
-                        accumulate_back(self.kernels(), &mut dy, &e, w, dout, d);
-                    }
-                    for (dyt, xt) in dy.chunks_exact(d).zip(xh.chunks_exact(d)) {
-                        for i in 0..d {
-                            grad[g_off + i] += dyt[i] * xt[i] as f64;
-                            grad[b_off + i] += dyt[i];
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A gradient's `sum_r c_r eps_r` per (site, group of rows): `None` where no row perturbed it.
-type SummedNoise = HashMap<(LinearSite, Vec<usize>), Option<Rc<Vec<f64>>>>;
-
-/// Whether two recorded tensors hold the same values, bit for bit (one `memcmp`: the rows of an
-/// image that read the frozen prefix hold copies of one tensor). Only decides whether rows
-/// share a product, so a false "different" (`-0.0` vs `0.0`) merely costs time.
-fn same_values(a: Option<&Vec<f32>>, b: Option<&Vec<f32>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => bytemuck::cast_slice::<f32, u8>(a) == bytemuck::cast_slice::<f32, u8>(b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-/// The LayerNorms feeding `plan`'s perturbed sites whose affine map `plan` tunes.
-fn tuned_norms(plan: &StepPlan, ids: &ParamTable) -> Vec<NormSite> {
-    let mut norms: Vec<NormSite> = plan
-        .sites
-        .iter()
-        .filter_map(|&s| NormSite::feeding(s))
-        .filter(|&n| ids.norm(n).is_some_and(|(gamma, _)| plan.tensors.contains(&gamma)))
-        .collect();
-    norms.sort_unstable();
-    norms.dedup();
-    norms
-}
-
-/// `G_W[o, i] += sum_t e[t, o] u[t, i]`, `G_b[o] += sum_t e[t, o]` at the given offsets.
-/// `d_y[t] += sum_o e[t, o] W[o, :]` for the rows of `e` (a site may see fewer rows than the
-/// norm: the last block's query is the CLS token's only). Under [`Kernels::Gemm`] with enough
-/// rows: one f32 GEMM `e [T, dout] x W [dout, d]` added into the f64 `d_y`.
-fn accumulate_back(kernels: Kernels, dy: &mut [f64], e: &[f64], w: &[f32], dout: usize, d: usize) {
-    let t = (e.len() / dout.max(1)).min(dy.len() / d.max(1));
-    if kernels == Kernels::Gemm && t >= GEMM_MIN_ROWS {
-        let e32: Vec<f32> = e[..t * dout].iter().map(|&v| v as f32).collect();
-        let mut g = vec![0.0f32; t * d];
-        sgemm((t, dout, d), 1.0, (&e32, dout, 1), (w, d, 1), 0.0, (&mut g, d, 1));
-        for (acc, &v) in dy.iter_mut().zip(&g) {
-            *acc += v as f64;
-        }
-        return;
-    }
-    for (et, dyt) in e.chunks_exact(dout).zip(dy.chunks_exact_mut(d)) {
-        for (o, &eo) in et.iter().enumerate() {
-            for (y, &wv) in dyt.iter_mut().zip(&w[o * d..(o + 1) * d]) {
-                *y += eo * wv as f64;
-            }
-        }
-    }
-}
-
-/// Under [`Kernels::Gemm`] with enough tokens the weight part is one f32 GEMM
-/// `E^T [dout, T] x U [T, din]` added into the f64 gradient.
-#[allow(clippy::too_many_arguments)]
-fn accumulate_outer(
-    kernels: Kernels,
-    grad: &mut [f64],
-    w_off: usize,
-    b_off: Option<usize>,
-    e: &[f64],
-    u: &[f32],
-    dout: usize,
-    din: usize,
-) {
-    let t = e.len() / dout.max(1);
-    if kernels == Kernels::Gemm && t >= GEMM_MIN_ROWS {
-        let e32: Vec<f32> = e.iter().map(|&v| v as f32).collect();
-        let mut g = vec![0.0f32; dout * din];
-        sgemm((dout, t, din), 1.0, (&e32, 1, dout), (u, din, 1), 0.0, (&mut g, din, 1));
-        for (acc, &v) in grad[w_off..w_off + dout * din].iter_mut().zip(&g) {
-            *acc += v as f64;
-        }
-        if let Some(b) = b_off {
-            for et in e.chunks_exact(dout) {
-                for (acc, &v) in grad[b..b + dout].iter_mut().zip(et) {
-                    *acc += v;
-                }
-            }
-        }
-        return;
-    }
-    for (et, ut) in e.chunks_exact(dout).zip(u.chunks_exact(din)) {
-        for (o, &eo) in et.iter().enumerate() {
-            let row = &mut grad[w_off + o * din..w_off + (o + 1) * din];
-            for (g, &x) in row.iter_mut().zip(ut) {
-                *g += eo * x as f64;
-            }
-            if let Some(b) = b_off {
-                grad[b + o] += eo;
-            }
-        }
     }
 }
 
@@ -498,16 +302,24 @@ impl CpuBackend {
                 } else {
                     Vec::new()
                 };
-                // The first tuned block's clean Q, K, V do not depend on the noise: once per image.
+                // The first tuned block's clean Q, K, V do not depend on the noise, nor does the
+                // x_hat of its first LayerNorm: once per image.
                 let net = &self.net;
+                let before = NormSite::Before(first);
                 let projected: Vec<_> = match net.vit.layers.get(first) {
                     Some(block) if starts.contains(&first) => prefixes
                         .iter()
-                        .map(|x| Some(block.project(x, net.queries_of(first))))
+                        .map(|x| {
+                            let x_hat = norms
+                                .contains(&before)
+                                .then(|| Rc::new(block.layernorm_before.normalize(x)));
+                            Some((block.project(x, net.queries_of(first)), x_hat))
+                        })
                         .collect(),
                     _ => vec![None; prefixes.len()],
                 };
                 for (r, q) in plan.queries.iter().enumerate() {
+                    let start = starts[q.group as usize];
                     let partner = r.checked_sub(1).filter(|&p| {
                         let prev = plan.queries[p];
                         prev.noise == q.noise && prev.point == q.point
@@ -515,6 +327,10 @@ impl CpuBackend {
                     let mut hook = RecordingNoise {
                         norms: &norms,
                         reuse: partner.map(|p| &self.recorded[p]),
+                        clean_x_hat: match &projected[q.point] {
+                            Some((_, Some(x_hat))) if start == first => Some((before, x_hat)),
+                            _ => None,
+                        },
                         record: QueryRecord::default(),
                         noise: LrNoiseHook {
                             seed: plan.seed,
@@ -523,10 +339,9 @@ impl CpuBackend {
                             sites: plan.noise_sites(q, sigma),
                         },
                     };
-                    let start = starts[q.group as usize];
                     let z = match &projected[q.point] {
                         _ if start > first => net.logits_from(&streams[q.point][start], start, &mut hook),
-                        Some(qkv) => net.logits_projected(&prefixes[q.point], first, qkv.clone(), &mut hook),
+                        Some((qkv, _)) => net.logits_projected(&prefixes[q.point], first, qkv.clone(), &mut hook),
                         None => net.logits_from(&prefixes[q.point], first, &mut hook),
                     };
                     losses[r] = cross_entropy(&z, batch.labels[q.point]);
@@ -559,7 +374,9 @@ impl CpuBackend {
             .layout(&plan.tensors)
             .map_err(|message| LearnError::Config { message })?;
         let offsets = &layout.offsets;
-        let mut grad = vec![0.0f64; layout.total];
+        let mut grad = std::mem::take(&mut self.grad);
+        grad.clear();
+        grad.resize(layout.total, 0.0);
         let slot = |t: u32| layout.offset(t);
         match plan.space {
             Space::Activation { .. } => self.lr_gradient(plan, coefficients, &slot, &mut grad)?,
@@ -576,7 +393,9 @@ impl CpuBackend {
                 }
             }
         }
-        Ok(grad.into_iter().map(|g| g as f32).collect())
+        let out = grad.iter().map(|&g| g as f32).collect();
+        self.grad = grad;
+        Ok(out)
     }
 }
 
