@@ -6,9 +6,12 @@
 //             0 for tokens t >= noise_tokens (as the forward's matmul)
 //   outer:    g[out_off + o * K + i] += sum_m e[m, o] * u[m, i]   (m over rows * tokens)
 //   bias:     g[out_off + o] += sum_m e[m, o]
-//   scaled:   g[out_off + o] += sum_m e[m, o] * u[m, o]   (LayerNorm gamma: e = d_y, u = x_hat;
-//             a separate entry: bias must not bind u, which may alias e)
-//   back:     d[m, i] += sum_o e[m, o] * u[o, i]            (d_y of a LayerNorm: u = W [N, K])
+//   through_norm: a site fed by a tuned LayerNorm, from e = [M (N x K), s (N)] with
+//             M = E^T X_hat (outer over x_hat) and s = E^T 1 (bias), u = W [N, K],
+//             gamma, beta of the norm (the site's input is gamma * x_hat + beta):
+//             g[out_off + o K + i] += M[o, i] gamma[i] + s[o] beta[i], g[bias_off + o] += s[o],
+//             g[gamma_off + i] += sum_o W[o, i] M[o, i]   (= sum_m d_y[m, i] x_hat[m, i], d_y = E W),
+//             g[beta_off + i] += sum_o W[o, i] s[o]       (= sum_m d_y[m, i])
 //   spsa:     g[out_off + j] += sum_k c_k z_k(j),  z_k = Stream::weight(seed, step, tensor, k)
 // 1-D kernels use a 2-D grid: x * 64 threads per y.
 
@@ -23,9 +26,15 @@ struct GradParams {
     k: u32,        // input features K
     out_off: u32,  // first element of the tensor in g
     noise_tokens: u32,  // lr_noise: tokens of each row that got noise
+    gamma_off: u32,     // through_norm: the norm's gamma in g
+    beta_off: u32,      // through_norm: the norm's beta in g
+    bias_off: u32,      // through_norm: the site's bias in g (NO_BIAS: none tuned)
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
+
+const NO_BIAS: u32 = 0xFFFFFFFFu;
 
 @group(0) @binding(0) var<uniform> p: GradParams;
 // lr_noise: [rows, 2] per chunk row: coefficient c_r (f32 bits), noise row id
@@ -35,7 +44,8 @@ struct GradParams {
 @group(0) @binding(3) var<storage, read> u: array<f32>;            // outer: [rows, tokens, K]
 @group(0) @binding(4) var<storage, read_write> g: array<f32>;      // [total]
 @group(0) @binding(5) var<storage, read> coeff: array<f32>;        // spsa: [directions]
-@group(0) @binding(6) var<storage, read_write> d: array<f32>;      // back: [rows, tokens, K]
+@group(0) @binding(6) var<storage, read> gamma: array<f32>;        // through_norm: [K]
+@group(0) @binding(7) var<storage, read> beta: array<f32>;         // through_norm: [K]
 
 fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
@@ -136,35 +146,32 @@ fn bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     g[p.out_off + o] = g[p.out_off + o] + acc;
 }
 
-// One thread per output unit o.
+// One thread per i < max(N, K); every thread writes its own elements of g.
 @compute @workgroup_size(64)
-fn scaled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let o = flat_id(gid, nwg);
-    if (o >= p.n) {
+fn through_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    let s_at = p.n * p.k;
+    if (i < p.n && p.bias_off != NO_BIAS) {
+        g[p.bias_off + i] = g[p.bias_off + i] + e[s_at + i];
+    }
+    if (i >= p.k) {
         return;
     }
-    var acc = 0.0;
-    let m_total = p.rows * p.tokens;
-    for (var m = 0u; m < m_total; m++) {
-        acc += e[m * p.n + o] * u[m * p.n + o];
-    }
-    g[p.out_off + o] = g[p.out_off + o] + acc;
-}
-
-// One thread per (m, i).
-@compute @workgroup_size(64)
-fn back(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = flat_id(gid, nwg);
-    if (j >= p.rows * p.tokens * p.k) {
-        return;
-    }
-    let m = j / p.k;
-    let i = j % p.k;
-    var acc = 0.0;
+    let gm = gamma[i];
+    let bt = beta[i];
+    var sg = 0.0;
+    var sb = 0.0;
     for (var o = 0u; o < p.n; o++) {
-        acc += e[m * p.n + o] * u[o * p.k + i];
+        let m = e[o * p.k + i];
+        let so = e[s_at + o];
+        let w = u[o * p.k + i];
+        let at = p.out_off + o * p.k + i;
+        g[at] = g[at] + m * gm + so * bt;
+        sg += w * m;
+        sb += w * so;
     }
-    d[j] = d[j] + acc;
+    g[p.gamma_off + i] = g[p.gamma_off + i] + sg;
+    g[p.beta_off + i] = g[p.beta_off + i] + sb;
 }
 
 // One thread per Philox block (4 elements) of one tensor, looping over the directions.

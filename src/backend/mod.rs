@@ -106,7 +106,12 @@ fn no_tensor(t: u32) -> LearnError {
 /// The host copies of `tensors`, flat in that order.
 pub fn read_host(net: &ViTForImageClassification, tensors: &[u32]) -> Result<Vec<f32>, LearnError> {
     let params = net.params();
-    let mut out = Vec::new();
+    let len = tensors
+        .iter()
+        .filter_map(|&t| params.get(t as usize))
+        .map(|p| p.numel())
+        .sum();
+    let mut out = Vec::with_capacity(len);
     for &t in tensors {
         out.extend_from_slice(&params.get(t as usize).ok_or_else(|| no_tensor(t))?.data);
     }

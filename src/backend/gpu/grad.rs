@@ -2,8 +2,7 @@
 //! tensors, in `plan.tensors` order. Layer inputs stay on the GPU; only the coefficients
 //! (one f32 per LR query or per SPSA direction) are uploaded.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::gpu::context::GpuContext;
@@ -31,7 +30,8 @@ fn plan_err(reason: String) -> GpuError {
 
 /// LR: `G_W += sum_r c_r sum_t eps_r[t] (x) u_r[t]`, `G_b += sum_r c_r sum_t eps_r[t]` for every
 /// kept input of a tuned site; for a tuned LayerNorm feeding such sites,
-/// `d_y = sum_sites (c_r eps_r) W`, `G_gamma += sum d_y * x_hat`, `G_beta += sum d_y`.
+/// `d_y = sum_sites (c_r eps_r) W`, `G_gamma += sum d_y * x_hat`, `G_beta += sum d_y`, taken
+/// from each site's product over x_hat ([`ops::grad_through_norm`]).
 /// `inputs` are the last forward's (internal row order).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record_lr(
@@ -84,8 +84,6 @@ pub(super) fn record_lr(
         return Ok(());
     }
     let e_all = GpuTensor::zeros(ctx, "scaled LR noise", &[widest])?;
-    // Output gradients of tuned LayerNorms, per (norm, first internal row of the chunk).
-    let mut d_y: BTreeMap<(NormSite, usize), (Range<usize>, usize, GpuTensor)> = BTreeMap::new();
     // Rows' coefficients per (rows, coefficient scale): site-wise rows count only at the sites
     // they perturbed, and a site's noise scale divides its coefficients.
     let mut tables: HashMap<(Range<usize>, Option<LinearSite>, u32), wgpu::Buffer> = HashMap::new();
@@ -129,41 +127,45 @@ pub(super) fn record_lr(
             n,
             &e,
         )?);
-        ops.push(ops::grad_outer(&e, &u, rows, tokens, g, w_off)?);
-        if let Some(b) = b_off {
-            ops.push(ops::grad_bias(&e, None, rows, tokens, g, b)?);
-        }
-        let tuned_norm = NormSite::feeding(kept.site).filter(|&norm| {
-            model
-                .ids
-                .norm(norm)
-                .is_some_and(|(gamma, _)| layout.offset(gamma).is_some())
+        let tuned_norm = NormSite::feeding(kept.site).and_then(|norm| {
+            let (gamma, beta) = model.ids.norm(norm)?;
+            layout.offset(gamma)?;
+            Some((norm, gamma, beta))
         });
-        if let Some(norm) = tuned_norm {
-            let (_, _, d) = match d_y.entry((norm, kept.rows.start)) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert((
-                    kept.rows.clone(),
-                    tokens,
-                    GpuTensor::zeros(ctx, "LayerNorm output gradient", &[rows, tokens, k])?,
-                )),
-            };
-            ops.push(ops::grad_back(&e, w, rows, tokens, d)?);
-        }
-    }
-    for ((norm, _), (range, tokens, d)) in d_y {
-        let (gamma, beta) = model.ids.norm(norm).ok_or_else(|| plan_err(format!("no {norm:?}")))?;
-        let (Some(g_off), Some(b_off)) = (layout.offset(gamma), layout.offset(beta)) else {
+        let Some((norm, gamma, beta)) = tuned_norm else {
+            ops.push(ops::grad_outer(&e, &u, rows, tokens, g, w_off)?);
+            if let Some(b) = b_off {
+                ops.push(ops::grad_bias(&e, rows, tokens, g, b)?);
+            }
+            continue;
+        };
+        // The norm's share comes with the site's own product, over x_hat instead of the input.
+        let (Some(gamma_off), Some(beta_off)) = (layout.offset(gamma), layout.offset(beta)) else {
             return Err(plan_err(format!("{norm:?}: gamma tuned without beta")));
         };
         let x_hat = inputs
             .norms
             .iter()
-            .find(|x| x.norm == norm && x.rows == range)
-            .ok_or_else(|| plan_err(format!("no x_hat kept for {norm:?} rows {range:?}")))?;
-        let rows = range.len();
-        ops.push(ops::grad_bias(&d, Some(&x_hat.tensor), rows, tokens, g, g_off)?);
-        ops.push(ops::grad_bias(&d, None, rows, tokens, g, b_off)?);
+            .find(|x| x.norm == norm && x.rows == kept.rows)
+            .ok_or_else(|| plan_err(format!("no x_hat kept for {norm:?} rows {:?}", kept.rows)))?;
+        let x_hat = x_hat.tensor.view(&[rows, tokens, k])?;
+        let ms = GpuTensor::zeros(ctx, "E^T x_hat and E^T 1", &[n * k + n])?;
+        ops.push(ops::grad_outer(&e, &x_hat, rows, tokens, &ms, 0)?);
+        ops.push(ops::grad_bias(&e, rows, tokens, &ms, n * k)?);
+        let at = ops::ThroughNorm {
+            weight: w_off,
+            bias: b_off,
+            gamma: gamma_off,
+            beta: beta_off,
+        };
+        ops.push(ops::grad_through_norm(
+            &ms,
+            w,
+            model.get(gamma)?,
+            model.get(beta)?,
+            g,
+            at,
+        )?);
     }
     Ok(())
 }

@@ -26,7 +26,10 @@ struct GradParams {
     k: u32,
     out_off: u32,
     noise_tokens: u32,
-    _pad: [u32; 2],
+    gamma_off: u32,
+    beta_off: u32,
+    bias_off: u32,
+    _pad: [u32; 3],
 }
 
 fn grad_op(entry: &'static str, p: &GradParams, bindings: Vec<(u32, wgpu::Buffer)>, workgroups: [u32; 3]) -> Op {
@@ -126,27 +129,12 @@ pub fn grad_outer(
     ))
 }
 
-/// `g[out_off + o] += sum_m e[m, o]`, or `sum_m e[m, o] u[m, o]` with `weight = Some(u)` (a
-/// LayerNorm's gamma: `e = d_y`, `u = x_hat`); `e`, `u`: `[rows, tokens, N]`.
-pub fn grad_bias(
-    e: &GpuTensor,
-    weight: Option<&GpuTensor>,
-    rows: usize,
-    tokens: usize,
-    g: &GpuTensor,
-    out_off: usize,
-) -> Result<Op> {
+/// `g[out_off + o] += sum_m e[m, o]`; `e: [rows, tokens, N]`.
+pub fn grad_bias(e: &GpuTensor, rows: usize, tokens: usize, g: &GpuTensor, out_off: usize) -> Result<Op> {
     const OP: &str = "grad_bias";
     let m = rows * tokens;
-    if m == 0 || !e.numel().is_multiple_of(m) || weight.is_some_and(|u| u.numel() != e.numel()) {
-        return Err(shape_err(
-            OP,
-            format!(
-                "e {:?} (weight {:?}) is not [{rows}, {tokens}, _]",
-                e.shape,
-                weight.map(|u| &u.shape)
-            ),
-        ));
+    if m == 0 || !e.numel().is_multiple_of(m) {
+        return Err(shape_err(OP, format!("e {:?} is not [{rows}, {tokens}, _]", e.shape)));
     }
     let n = e.numel() / m;
     let p = GradParams {
@@ -156,40 +144,70 @@ pub fn grad_bias(
         out_off: check_slice(OP, g, out_off, n)?,
         ..Default::default()
     };
-    let (entry, mut bindings) = match weight {
-        Some(u) => ("scaled", vec![(3, u.buffer.clone())]),
-        None => ("bias", vec![]),
-    };
-    bindings.extend([(2, e.buffer.clone()), (4, g.buffer.clone())]);
-    Ok(grad_op(entry, &p, bindings, grid(n)))
+    Ok(grad_op(
+        "bias",
+        &p,
+        vec![(2, e.buffer.clone()), (4, g.buffer.clone())],
+        grid(n),
+    ))
 }
 
-/// `d[m, i] += sum_o e[m, o] w[o, i]` over `m < rows * tokens`: `e: [rows, tokens, N]`,
-/// `w: [N, K]`, `d: [rows, tokens, K]` (a LayerNorm's output gradient from a linear layer's).
-pub fn grad_back(e: &GpuTensor, w: &GpuTensor, rows: usize, tokens: usize, d: &GpuTensor) -> Result<Op> {
-    const OP: &str = "grad_back";
-    let m = rows * tokens;
+/// Where [`grad_through_norm`] adds: the site's weight and bias (if tuned), its LayerNorm's
+/// gamma and beta, as offsets in `g`.
+#[derive(Debug, Clone, Copy)]
+pub struct ThroughNorm {
+    pub weight: usize,
+    pub bias: Option<usize>,
+    pub gamma: usize,
+    pub beta: usize,
+}
+
+/// A linear site fed by a tuned LayerNorm (input `gamma * x_hat + beta`), from
+/// `ms = [M, s]`: `M = E^T X_hat` `[N, K]` ([`grad_outer`] over x_hat) and `s = E^T 1` `[N]`
+/// ([`grad_bias`]): `G_W += M diag(gamma) + s beta^T`, `G_b += s`, and the norm's
+/// `G_gamma += sum_o W[o, :] M[o, :]`, `G_beta += W^T s` (its output gradient `d_y = E W`
+/// never formed; the CPU backend's accumulate_through_norm is the same algebra).
+pub fn grad_through_norm(
+    ms: &GpuTensor,
+    w: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    g: &GpuTensor,
+    at: ThroughNorm,
+) -> Result<Op> {
+    const OP: &str = "grad_through_norm";
     let n = w.shape.first().copied().unwrap_or(0);
-    if m == 0 || n == 0 || e.numel() != m * n || !w.numel().is_multiple_of(n) {
+    let k = if n == 0 { 0 } else { w.numel() / n };
+    if n == 0 || w.numel() != n * k || gamma.numel() != k || beta.numel() != k {
         return Err(shape_err(
             OP,
-            format!("e {:?} is not [{rows}, {tokens}, N] for w {:?}", e.shape, w.shape),
+            format!("w {:?}, gamma {:?}, beta {:?}", w.shape, gamma.shape, beta.shape),
         ));
     }
-    let k = w.numel() / n;
-    expect_numel(OP, "d", d, m * k)?;
+    expect_numel(OP, "ms", ms, n * k + n)?;
     let p = GradParams {
-        rows: to_u32(OP, "rows", rows)?,
-        tokens: to_u32(OP, "tokens", tokens)?,
         n: to_u32(OP, "n", n)?,
         k: to_u32(OP, "k", k)?,
+        out_off: check_slice(OP, g, at.weight, n * k)?,
+        gamma_off: check_slice(OP, g, at.gamma, k)?,
+        beta_off: check_slice(OP, g, at.beta, k)?,
+        bias_off: match at.bias {
+            Some(b) => check_slice(OP, g, b, n)?,
+            None => u32::MAX,
+        },
         ..Default::default()
     };
     Ok(grad_op(
-        "back",
+        "through_norm",
         &p,
-        vec![(2, e.buffer.clone()), (3, w.buffer.clone()), (6, d.buffer.clone())],
-        grid(m * k),
+        vec![
+            (2, ms.buffer.clone()),
+            (3, w.buffer.clone()),
+            (4, g.buffer.clone()),
+            (6, gamma.buffer.clone()),
+            (7, beta.buffer.clone()),
+        ],
+        grid(n.max(k)),
     ))
 }
 
