@@ -177,7 +177,7 @@ pub fn grad_through_norm(
 ) -> Result<Op> {
     const OP: &str = "grad_through_norm";
     let n = w.shape.first().copied().unwrap_or(0);
-    let k = if n == 0 { 0 } else { w.numel() / n };
+    let k = w.numel().checked_div(n).unwrap_or(0);
     if n == 0 || w.numel() != n * k || gamma.numel() != k || beta.numel() != k {
         return Err(shape_err(
             OP,
