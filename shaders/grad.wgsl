@@ -4,6 +4,9 @@
 //   lr_noise: e[r, t, o] = c_r * eps_r(t * N + o)   LR noise of one site for a chunk of rows,
 //             scaled by each row's coefficient; eps_r = Stream::lr(seed, step, site, id_r);
 //             0 for tokens t >= noise_tokens (as the forward's matmul)
+//   lr_noise_sum: e[s, t, o] = sum_{r in segment s} c_r * eps_r(t * N + o)   rows that read one
+//             input (an image's queries at the first tuned block's Q, K, V) sum their noise
+//             before the products; segment s is rows row_table[seg_at + s] .. row_table[seg_at + s + 1]
 //   outer:    g[out_off + o * K + i] += sum_m e[m, o] * u[m, i]   (m over rows * tokens)
 //   bias:     g[out_off + o] += sum_m e[m, o]
 //   through_norm: a site fed by a tuned LayerNorm, from e = [M (N x K), s (N)] with
@@ -29,7 +32,7 @@ struct GradParams {
     gamma_off: u32,     // through_norm: the norm's gamma in g
     beta_off: u32,      // through_norm: the norm's beta in g
     bias_off: u32,      // through_norm: the site's bias in g (NO_BIAS: none tuned)
-    _pad0: u32,
+    seg_at: u32,        // lr_noise_sum: first word of the segment table in row_table
     _pad1: u32,
     _pad2: u32,
 }
@@ -69,6 +72,38 @@ fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         let el = 4u * b + j;
         if (el < per_row) {
             e[r * per_row + el] = select(0.0, c * z[j], el / p.n < p.noise_tokens);
+        }
+    }
+}
+
+// One thread per (segment, Philox block of a row's T * N elements); p.rows = segments. The
+// two rows of an antithetic pair (one noise id) draw once.
+@compute @workgroup_size(64)
+fn lr_noise_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let per_row = p.tokens * p.n;
+    let blocks = (per_row + 3u) / 4u;
+    let i = flat_id(gid, nwg);
+    if (i >= p.rows * blocks) {
+        return;
+    }
+    let sg = i / blocks;
+    let b = i % blocks;
+    var acc = vec4<f32>(0.0);
+    var z = vec4<f32>(0.0);
+    var last = 0xFFFFFFFFu;
+    for (var r = row_table[p.seg_at + sg]; r < row_table[p.seg_at + sg + 1u]; r++) {
+        let id = row_table[2u * r + 1u];
+        if (id != last) {
+            let s = rng_stream(vec2<u32>(p.seed_lo, p.seed_hi), id, p.step, RNG_PURPOSE_LR, p.id);
+            z = rng_block_normals(s, b);
+            last = id;
+        }
+        acc += bitcast<f32>(row_table[2u * r]) * z;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let el = 4u * b + j;
+        if (el < per_row) {
+            e[sg * per_row + el] = select(0.0, acc[j], el / p.n < p.noise_tokens);
         }
     }
 }

@@ -98,7 +98,7 @@ impl Kernel {
             Kernel::Embed => &["im2col", "assemble"],
             Kernel::Elementwise => &["add", "gather"],
             Kernel::RngFill => &["raw", "normal"],
-            Kernel::Grad => &["lr_noise", "outer", "bias", "through_norm", "spsa"],
+            Kernel::Grad => &["lr_noise", "lr_noise_sum", "outer", "bias", "through_norm", "spsa"],
             Kernel::Optim => &["sumsq_partial", "sumsq_final", "update"],
             _ => &["main"],
         }

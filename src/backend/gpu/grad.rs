@@ -88,14 +88,47 @@ pub(super) fn record_lr(
     // they perturbed, and a site's noise scale divides its coefficients.
     let mut tables: HashMap<(Range<usize>, Option<LinearSite>, u32), wgpu::Buffer> = HashMap::new();
     let site_wise = plan.groups.len() > 1;
+    // Per chunk: the bounds of its runs of rows of one image (chunk rows), and the first row of
+    // each run. The first tuned block's Q, K and V read the frozen prefix fanned out to the
+    // image's rows, so a run shares one input: its noise sums first (lr_noise_sum) and the
+    // products run over images instead of rows.
+    let mut runs: HashMap<Range<usize>, (Vec<u32>, Option<wgpu::Buffer>)> = HashMap::new();
+    // Inputs and x_hat gathered to one row per run, per (chunk, tensor).
+    let mut gathered: HashMap<(Range<usize>, &'static str, usize), GpuTensor> = HashMap::new();
     for (kept, w, w_off, b_off, n, k, tokens) in work {
         let rows = kept.rows.len();
+        if !runs.contains_key(&kept.rows) {
+            let point = |internal: usize| -> Result<usize> {
+                let r = *inputs
+                    .order
+                    .get(internal)
+                    .ok_or_else(|| plan_err(format!("internal row {internal} beyond the forward")))?;
+                Ok(plan.queries[r].point)
+            };
+            let mut bounds = vec![0u32];
+            for internal in kept.rows.start + 1..kept.rows.end {
+                if point(internal)? != point(internal - 1)? {
+                    bounds.push((internal - kept.rows.start) as u32);
+                }
+            }
+            let firsts = (bounds.len() < rows)
+                .then(|| upload_u32(ctx, "first row of each image's run", &bounds))
+                .transpose()?;
+            bounds.push(rows as u32);
+            runs.insert(kept.rows.clone(), (bounds, firsts));
+        }
+        let (bounds, firsts) = &runs[&kept.rows];
+        let shared = matches!(
+            kept.site,
+            LinearSite::Query(l) | LinearSite::Key(l) | LinearSite::Value(l) if l == plan.first_tuned
+        );
+        let firsts = firsts.as_ref().filter(|_| shared);
         let scale = plan.site_scale(kept.site);
         let key = (kept.rows.clone(), site_wise.then_some(kept.site), scale.to_bits());
         let table = match tables.get(&key) {
             Some(t) => t.clone(),
             None => {
-                let mut words = Vec::with_capacity(2 * rows);
+                let mut words = Vec::with_capacity(2 * rows + bounds.len());
                 for internal in kept.rows.clone() {
                     let r = *inputs
                         .order
@@ -109,33 +142,64 @@ pub(super) fn record_lr(
                     };
                     words.extend([c.to_bits(), q.noise]);
                 }
+                words.extend_from_slice(bounds);
                 let t = upload_u32(ctx, "LR row coefficients", &words)?;
                 tables.insert(key, t.clone());
                 t
             }
         };
-        let e = e_all.view(&[rows, tokens, n])?;
-        let u = kept.tensor.view(&[rows, tokens, k])?;
-        ops.push(ops::lr_noise(
-            plan.seed,
-            plan.step,
-            ParamTable::site_id(kept.site),
-            &table,
-            rows,
-            tokens,
-            lr_noise_tokens(kept.site, model.ids.layers.len(), model.config.seq_len()),
-            n,
-            &e,
-        )?);
+        let site_id = ParamTable::site_id(kept.site);
+        let noise_tokens = lr_noise_tokens(kept.site, model.ids.layers.len(), model.config.seq_len());
+        // `m`: the rows of the products (runs when they share an input).
+        let (m, e) = match firsts {
+            Some(_) => {
+                let m = bounds.len() - 1;
+                let e = e_all.view(&[m, tokens, n])?;
+                let op = ops::lr_noise_sum(
+                    plan.seed,
+                    plan.step,
+                    site_id,
+                    &table,
+                    rows,
+                    m,
+                    tokens,
+                    noise_tokens,
+                    n,
+                    &e,
+                );
+                ops.push(op?);
+                (m, e)
+            }
+            None => {
+                let e = e_all.view(&[rows, tokens, n])?;
+                let op = ops::lr_noise(plan.seed, plan.step, site_id, &table, rows, tokens, noise_tokens, n, &e);
+                ops.push(op?);
+                (rows, e)
+            }
+        };
+        // `src` ([rows, tokens, k]) as the products read it: one row per run when shared.
+        let mut rows_of = |src: &GpuTensor, what: &'static str| -> Result<GpuTensor> {
+            let src = src.view(&[rows, tokens, k])?;
+            let Some(idx) = firsts else { return Ok(src) };
+            let key = (kept.rows.clone(), what, k);
+            if let Some(t) = gathered.get(&key) {
+                return Ok(t.clone());
+            }
+            let dst = GpuTensor::zeros(ctx, "an input per image", &[m, tokens, k])?;
+            ops.push(ops::gather(&src, idx, m, tokens * k, tokens * k, 0, &dst)?);
+            gathered.insert(key, dst.clone());
+            Ok(dst)
+        };
         let tuned_norm = NormSite::feeding(kept.site).and_then(|norm| {
             let (gamma, beta) = model.ids.norm(norm)?;
             layout.offset(gamma)?;
             Some((norm, gamma, beta))
         });
         let Some((norm, gamma, beta)) = tuned_norm else {
-            ops.push(ops::grad_outer(&e, &u, rows, tokens, g, w_off)?);
+            let u = rows_of(&kept.tensor, "input")?;
+            ops.push(ops::grad_outer(&e, &u, m, tokens, g, w_off)?);
             if let Some(b) = b_off {
-                ops.push(ops::grad_bias(&e, rows, tokens, g, b)?);
+                ops.push(ops::grad_bias(&e, m, tokens, g, b)?);
             }
             continue;
         };
@@ -148,10 +212,10 @@ pub(super) fn record_lr(
             .iter()
             .find(|x| x.norm == norm && x.rows == kept.rows)
             .ok_or_else(|| plan_err(format!("no x_hat kept for {norm:?} rows {:?}", kept.rows)))?;
-        let x_hat = x_hat.tensor.view(&[rows, tokens, k])?;
+        let x_hat = rows_of(&x_hat.tensor, "x_hat")?;
         let ms = GpuTensor::zeros(ctx, "E^T x_hat and E^T 1", &[n * k + n])?;
-        ops.push(ops::grad_outer(&e, &x_hat, rows, tokens, &ms, 0)?);
-        ops.push(ops::grad_bias(&e, rows, tokens, &ms, n * k)?);
+        ops.push(ops::grad_outer(&e, &x_hat, m, tokens, &ms, 0)?);
+        ops.push(ops::grad_bias(&e, m, tokens, &ms, n * k)?);
         let at = ops::ThroughNorm {
             weight: w_off,
             bias: b_off,

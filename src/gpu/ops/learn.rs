@@ -29,7 +29,8 @@ struct GradParams {
     gamma_off: u32,
     beta_off: u32,
     bias_off: u32,
-    _pad: [u32; 3],
+    seg_at: u32,
+    _pad: [u32; 2],
 }
 
 fn grad_op(entry: &'static str, p: &GradParams, bindings: Vec<(u32, wgpu::Buffer)>, workgroups: [u32; 3]) -> Op {
@@ -88,6 +89,55 @@ pub fn lr_noise(
     let threads = rows * (tokens * n).div_ceil(4);
     Ok(grad_op(
         OP,
+        &p,
+        vec![(1, row_table.clone()), (2, e.buffer.clone())],
+        grid(threads),
+    ))
+}
+
+/// [`lr_noise`] summed over segments of rows that read one input:
+/// `e[s, t, o] = sum_{r in segment s} c_r * eps_r(t * N + o)`. `row_table`: `[rows, 2]` as for
+/// [`lr_noise`], then from word `2 rows` the `segments + 1` segment bounds (chunk rows, the
+/// last `rows`); `e: [segments, tokens, N]`.
+#[allow(clippy::too_many_arguments)]
+pub fn lr_noise_sum(
+    seed: u64,
+    step: u32,
+    site: u32,
+    row_table: &wgpu::Buffer,
+    rows: usize,
+    segments: usize,
+    tokens: usize,
+    noise_tokens: usize,
+    n: usize,
+    e: &GpuTensor,
+) -> Result<Op> {
+    const OP: &str = "lr_noise_sum";
+    expect_numel(OP, "e", e, segments * tokens * n)?;
+    if row_table.size() < (2 * rows + segments + 1) as u64 * 4 {
+        return Err(shape_err(
+            OP,
+            format!(
+                "row table of {} bytes for {rows} rows in {segments} segments",
+                row_table.size()
+            ),
+        ));
+    }
+    let p = GradParams {
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+        step,
+        id: site,
+        rows: to_u32(OP, "segments", segments)?,
+        tokens: to_u32(OP, "tokens", tokens)?,
+        n: to_u32(OP, "n", n)?,
+        noise_tokens: to_u32(OP, "noise_tokens", noise_tokens)?,
+        seg_at: to_u32(OP, "rows", 2 * rows)?,
+        ..Default::default()
+    };
+    let threads = segments * (tokens * n).div_ceil(4);
+    Ok(grad_op(
+        "lr_noise_sum",
         &p,
         vec![(1, row_table.clone()), (2, e.buffer.clone())],
         grid(threads),
