@@ -90,10 +90,11 @@ fn lr_noise_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let b = i % blocks;
     var acc = vec4<f32>(0.0);
     var z = vec4<f32>(0.0);
-    var last = 0xFFFFFFFFu;
-    for (var r = row_table[p.seg_at + sg]; r < row_table[p.seg_at + sg + 1u]; r++) {
+    let r0 = row_table[p.seg_at + sg];
+    var last = 0u;
+    for (var r = r0; r < row_table[p.seg_at + sg + 1u]; r++) {
         let id = row_table[2u * r + 1u];
-        if (id != last) {
+        if (r == r0 || id != last) {
             let s = rng_stream(vec2<u32>(p.seed_lo, p.seed_hi), id, p.step, RNG_PURPOSE_LR, p.id);
             z = rng_block_normals(s, b);
             last = id;

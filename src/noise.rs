@@ -156,7 +156,7 @@ impl Stream {
     }
 
     /// Elements `start .. start + out.len()`, one Philox block per four values. Aligned blocks
-    /// go [`CHUNK`] at a time through Philox with the four counter words in separate arrays
+    /// go 64 at a time through Philox with the four counter words in separate arrays
     /// (one lane per block) and then through Box-Muller, loops the compiler vectorises; the
     /// values are the same as [`Stream::normal`]'s, bit for bit.
     pub fn fill(&self, start: u32, out: &mut [f32]) {
@@ -181,6 +181,15 @@ impl Stream {
     /// Whole blocks from block `b0` into `out` (`out.len()` a multiple of 4); with AVX2 where
     /// the CPU has it (runtime detection; twice the baseline's lanes).
     fn fill_blocks(&self, b0: u32, out: &mut [f32]) {
+        // A short fill (the classifier's 10 outputs) would pay for a whole chunk of lanes.
+        if out.len() < 4 * SHORT_BLOCKS {
+            for (b, o) in out.chunks_exact_mut(4).enumerate() {
+                let x = self.block(b0.wrapping_add(b as u32));
+                let ((c0, s0), (c1, s1)) = (box_muller(x[0], x[1]), box_muller(x[2], x[3]));
+                o.copy_from_slice(&[c0, s0, c1, s1]);
+            }
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
@@ -244,6 +253,8 @@ impl Stream {
 
 /// Philox blocks per [`Stream::fill`] chunk.
 const CHUNK: usize = 64;
+/// Fills of fewer blocks than this go block by block.
+const SHORT_BLOCKS: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -287,10 +298,14 @@ mod tests {
     #[test]
     fn fill_equals_normal_at_any_offset() {
         let s = Stream::lr(42, 3, 11, 7);
-        let mut v = vec![0.0; 11];
-        s.fill(5, &mut v);
-        for (i, x) in v.iter().enumerate() {
-            assert_eq!(*x, s.normal(5 + i as u32));
+        // Short fills, several chunks with a partial last one, and the top of the counter.
+        for (start, len) in [(5u32, 11usize), (3, 601), (0, 4 * 64 * 3), (u32::MAX - 601, 598)] {
+            let mut v = vec![0.0; len];
+            s.fill(start, &mut v);
+            for (i, x) in v.iter().enumerate() {
+                let n = start.wrapping_add(i as u32);
+                assert_eq!(x.to_bits(), s.normal(n).to_bits(), "start {start}, element {i}");
+            }
         }
     }
 

@@ -78,9 +78,10 @@ pub trait ForwardHook {
     /// After each linear layer: its input `[T, in]` and output `[T, out]` (bias included).
     /// Adding noise to `output` is the likelihood-ratio estimator's activation perturbation.
     fn linear(&mut self, _site: LinearSite, _input: &[f32], _output: &mut [f32]) {}
-    /// [`Self::linear`] with input `shared[..len]`, a tensor that every query of one image
-    /// reads (the clean projections' input, [`Qkv`]): a hook that keeps inputs may keep the
-    /// `Rc` instead of a copy.
+    /// [`Self::linear`] with input `shared[..len]`, the input of a block's projections
+    /// ([`Qkv`]): when the caller reuses one [`Qkv`] for every query of an image (the first
+    /// tuned block's clean projections), a hook that keeps inputs may keep the `Rc` instead of
+    /// a copy. Later blocks make a fresh one per query.
     fn linear_shared(&mut self, site: LinearSite, shared: &Rc<Vec<f32>>, len: usize, output: &mut [f32]) {
         self.linear(site, &shared[..len], output)
     }
@@ -326,7 +327,7 @@ impl ViTSelfAttention {
 /// (noise is added after them), so they are computed once per image for all of its queries.
 #[derive(Debug, Clone)]
 pub struct Qkv {
-    /// Shared by every clone: the queries of one image read the same input.
+    /// Shared by every clone (the queries of an image that reuse one [`Qkv`]).
     pub input: Rc<Vec<f32>>,
     pub queries: usize,
     pub q: Vec<f32>,

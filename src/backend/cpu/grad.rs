@@ -40,7 +40,9 @@ impl Scratch {
 impl CpuBackend {
     /// LR: `G_W += sum_r c_r sum_t eps_rt u_rt^T`, `G_b += sum_r c_r sum_t eps_rt` for every
     /// perturbed site, and for every LayerNorm feeding perturbed sites
-    /// `d_y = sum_sites W^T (c_r eps_r)`, `G_gamma += sum_rt d_y x_hat`, `G_beta += sum_rt d_y`.
+    /// `d_y = sum_sites W^T (c_r eps_r)`, `G_gamma += sum_rt d_y x_hat`, `G_beta += sum_rt d_y`:
+    /// the reference in a pass of its own per LayerNorm, the fast path from each consumer's
+    /// product over x_hat ([`accumulate_through_norm`], `d_y` never formed).
     /// `slot(t)`: the offset of tensor `t` in `grad`, if tuned.
     pub(super) fn lr_gradient(
         &self,
@@ -80,8 +82,8 @@ impl CpuBackend {
             }
         };
         // sum_{r in group} c_r eps_r / scale_s of `site` over the group's rows that perturbed it
-        // (none: `None`; site-wise rows perturb one site each). The sums of a site that feeds a
-        // tuned LayerNorm are kept until that LayerNorm's pass takes them (it needs them again).
+        // (none: `None`; site-wise rows perturb one site each). On the reference path the sums
+        // of a site that feeds a tuned LayerNorm are kept until that LayerNorm's pass takes them.
         // A group is all rows of a point or one row, so its first row and size name it.
         let norms = tuned_norms(plan, ids);
         let sums: RefCell<SummedNoise> = RefCell::default();

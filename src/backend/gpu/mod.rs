@@ -42,6 +42,8 @@ impl From<GpuError> for LearnError {
 struct Queried {
     seed: u64,
     step: u32,
+    /// The forward ran every row from this block (the gradient's grouping relies on it).
+    first_tuned: usize,
     queries: Vec<Query>,
     inputs: LrInputs,
 }
@@ -199,6 +201,7 @@ impl GpuBackend {
         self.last = Some(Queried {
             seed: plan.seed,
             step: plan.step,
+            first_tuned: plan.first_tuned,
             queries: plan.queries.clone(),
             inputs: out.lr_inputs,
         });
@@ -219,7 +222,12 @@ impl GpuBackend {
                 let last = self
                     .last
                     .as_ref()
-                    .filter(|l| l.seed == plan.seed && l.step == plan.step && l.queries == plan.queries)
+                    .filter(|l| {
+                        l.seed == plan.seed
+                            && l.step == plan.step
+                            && l.first_tuned == plan.first_tuned
+                            && l.queries == plan.queries
+                    })
                     .ok_or_else(|| config_err("the LR gradient needs query_losses of the same plan first".into()))?;
                 grad::record_lr(
                     &self.ctx,
