@@ -33,7 +33,7 @@ struct GradParams {
     beta_off: u32,      // through_norm: the norm's beta in g
     bias_off: u32,      // through_norm: the site's bias in g (NO_BIAS: none tuned)
     seg_at: u32,        // lr_noise_sum: first word of the segment table in row_table
-    _pad1: u32,
+    overwrite: u32,     // outer, bias: 1 = g[..] = sum (a scratch reused across sites), 0 = g[..] += sum
     _pad2: u32,
 }
 
@@ -162,7 +162,7 @@ fn outer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
         let i = i0 + 4u * lid.x + q % 4u;
         if (o < p.n && i < p.k) {
             let at = p.out_off + o * p.k + i;
-            g[at] = g[at] + acc[q / 4u][q % 4u];
+            g[at] = select(g[at], 0.0, p.overwrite != 0u) + acc[q / 4u][q % 4u];
         }
     }
 }
@@ -179,7 +179,7 @@ fn bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var m = 0u; m < m_total; m++) {
         acc += e[m * p.n + o];
     }
-    g[p.out_off + o] = g[p.out_off + o] + acc;
+    g[p.out_off + o] = select(g[p.out_off + o], 0.0, p.overwrite != 0u) + acc;
 }
 
 // One thread per i < max(N, K); every thread writes its own elements of g.

@@ -55,6 +55,7 @@ pub(super) fn record_lr(
     // (kept input, weight, weight slot, bias slot, out dim, in dim, tokens) of every tuned site.
     let mut work = Vec::new();
     let mut widest = 0;
+    let mut widest_ms = 0;
     for kept in &inputs.kept {
         if !plan.sites.contains(&kept.site) {
             continue;
@@ -77,6 +78,7 @@ pub(super) fn record_lr(
         }
         let tokens = kept.tensor.numel() / (rows * k);
         widest = widest.max(rows * tokens * n);
+        widest_ms = widest_ms.max(n * k + n);
         let b_off = lin.bias.and_then(|b| layout.offset(b));
         work.push((kept, w, w_off, b_off, n, k, tokens));
     }
@@ -84,6 +86,8 @@ pub(super) fn record_lr(
         return Ok(());
     }
     let e_all = GpuTensor::zeros(ctx, "scaled LR noise", &[widest])?;
+    // `[M, s]` of the widest norm-fed site (`E^T x_hat`, `E^T 1`).
+    let ms_all = GpuTensor::zeros(ctx, "E^T x_hat and E^T 1", &[widest_ms.max(1)])?;
     // Rows' coefficients per (rows, coefficient scale): site-wise rows count only at the sites
     // they perturbed, and a site's noise scale divides its coefficients.
     let mut tables: HashMap<(Range<usize>, Option<LinearSite>, u32), wgpu::Buffer> = HashMap::new();
@@ -197,9 +201,9 @@ pub(super) fn record_lr(
         });
         let Some((norm, gamma, beta)) = tuned_norm else {
             let u = rows_of(&kept.tensor, "input")?;
-            ops.push(ops::grad_outer(&e, &u, m, tokens, g, w_off)?);
+            ops.push(ops::grad_outer(&e, &u, (m, tokens), g, w_off, false)?);
             if let Some(b) = b_off {
-                ops.push(ops::grad_bias(&e, m, tokens, g, b)?);
+                ops.push(ops::grad_bias(&e, (m, tokens), g, b, false)?);
             }
             continue;
         };
@@ -213,9 +217,10 @@ pub(super) fn record_lr(
             .find(|x| x.norm == norm && x.rows == kept.rows)
             .ok_or_else(|| plan_err(format!("no x_hat kept for {norm:?} rows {:?}", kept.rows)))?;
         let x_hat = rows_of(&x_hat.tensor, "x_hat")?;
-        let ms = GpuTensor::zeros(ctx, "E^T x_hat and E^T 1", &[n * k + n])?;
-        ops.push(ops::grad_outer(&e, &x_hat, m, tokens, &ms, 0)?);
-        ops.push(ops::grad_bias(&e, m, tokens, &ms, n * k)?);
+        // One scratch for every norm-fed site (the ops run in order); each overwrites its part.
+        let ms = ms_all.view(&[n * k + n])?;
+        ops.push(ops::grad_outer(&e, &x_hat, (m, tokens), &ms, 0, true)?);
+        ops.push(ops::grad_bias(&e, (m, tokens), &ms, n * k, true)?);
         let at = ops::ThroughNorm {
             weight: w_off,
             bias: b_off,

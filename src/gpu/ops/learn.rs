@@ -30,7 +30,8 @@ struct GradParams {
     beta_off: u32,
     bias_off: u32,
     seg_at: u32,
-    _pad: [u32; 2],
+    overwrite: u32,
+    _pad: u32,
 }
 
 fn grad_op(entry: &'static str, p: &GradParams, bindings: Vec<(u32, wgpu::Buffer)>, workgroups: [u32; 3]) -> Op {
@@ -144,15 +145,15 @@ pub fn lr_noise_sum(
     ))
 }
 
-/// `g[out_off + o * K + i] += sum_m e[m, o] u[m, i]` over `m < rows * tokens`;
-/// `e: [rows, tokens, N]`, `u: [rows, tokens, K]`.
+/// `g[out_off + o * K + i] += sum_m e[m, o] u[m, i]` over `m < rows * tokens` (`=` with
+/// `overwrite`: a scratch that several sites reuse); `e: [rows, tokens, N]`, `u: [rows, tokens, K]`.
 pub fn grad_outer(
     e: &GpuTensor,
     u: &GpuTensor,
-    rows: usize,
-    tokens: usize,
+    (rows, tokens): (usize, usize),
     g: &GpuTensor,
     out_off: usize,
+    overwrite: bool,
 ) -> Result<Op> {
     const OP: &str = "grad_outer";
     let m = rows * tokens;
@@ -169,6 +170,7 @@ pub fn grad_outer(
         n: to_u32(OP, "n", n)?,
         k: to_u32(OP, "k", k)?,
         out_off: check_slice(OP, g, out_off, n * k)?,
+        overwrite: overwrite as u32,
         ..Default::default()
     };
     Ok(grad_op(
@@ -179,8 +181,14 @@ pub fn grad_outer(
     ))
 }
 
-/// `g[out_off + o] += sum_m e[m, o]`; `e: [rows, tokens, N]`.
-pub fn grad_bias(e: &GpuTensor, rows: usize, tokens: usize, g: &GpuTensor, out_off: usize) -> Result<Op> {
+/// `g[out_off + o] += sum_m e[m, o]` (`=` with `overwrite`); `e: [rows, tokens, N]`.
+pub fn grad_bias(
+    e: &GpuTensor,
+    (rows, tokens): (usize, usize),
+    g: &GpuTensor,
+    out_off: usize,
+    overwrite: bool,
+) -> Result<Op> {
     const OP: &str = "grad_bias";
     let m = rows * tokens;
     if m == 0 || !e.numel().is_multiple_of(m) {
@@ -192,6 +200,7 @@ pub fn grad_bias(e: &GpuTensor, rows: usize, tokens: usize, g: &GpuTensor, out_o
         tokens: to_u32(OP, "tokens", tokens)?,
         n: to_u32(OP, "n", n)?,
         out_off: check_slice(OP, g, out_off, n)?,
+        overwrite: overwrite as u32,
         ..Default::default()
     };
     Ok(grad_op(
