@@ -54,45 +54,13 @@ fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
 }
 
-// One thread per (row, Philox block of the row's T * N elements).
-@compute @workgroup_size(64)
-fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let per_row = p.tokens * p.n;
-    let blocks = (per_row + 3u) / 4u;
-    let i = flat_id(gid, nwg);
-    if (i >= p.rows * blocks) {
-        return;
-    }
-    let r = i / blocks;
-    let b = i % blocks;
-    let c = bitcast<f32>(row_table[2u * r]);
-    let s = rng_stream(vec2<u32>(p.seed_lo, p.seed_hi), row_table[2u * r + 1u], p.step, RNG_PURPOSE_LR, p.id);
-    let z = rng_block_normals(s, b);
-    for (var j = 0u; j < 4u; j++) {
-        let el = 4u * b + j;
-        if (el < per_row) {
-            e[r * per_row + el] = select(0.0, c * z[j], el / p.n < p.noise_tokens);
-        }
-    }
-}
-
-// One thread per (segment, Philox block of a row's T * N elements); p.rows = segments. The
-// two rows of an antithetic pair (one noise id) draw once.
-@compute @workgroup_size(64)
-fn lr_noise_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let per_row = p.tokens * p.n;
-    let blocks = (per_row + 3u) / 4u;
-    let i = flat_id(gid, nwg);
-    if (i >= p.rows * blocks) {
-        return;
-    }
-    let sg = i / blocks;
-    let b = i % blocks;
+// sum_{r0 <= r < r1} c_r * eps_r of Philox block b; rows with the noise id of the row before
+// (an antithetic pair) reuse its draw.
+fn summed_noise(r0: u32, r1: u32, b: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     var z = vec4<f32>(0.0);
-    let r0 = row_table[p.seg_at + sg];
     var last = 0u;
-    for (var r = r0; r < row_table[p.seg_at + sg + 1u]; r++) {
+    for (var r = r0; r < r1; r++) {
         let id = row_table[2u * r + 1u];
         if (r == r0 || id != last) {
             let s = rng_stream(vec2<u32>(p.seed_lo, p.seed_hi), id, p.step, RNG_PURPOSE_LR, p.id);
@@ -101,12 +69,43 @@ fn lr_noise_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         }
         acc += bitcast<f32>(row_table[2u * r]) * z;
     }
+    return acc;
+}
+
+// Block b of output row `row` of e (0 on tokens without noise).
+fn store_noise(row: u32, b: u32, v: vec4<f32>) {
+    let per_row = p.tokens * p.n;
     for (var j = 0u; j < 4u; j++) {
         let el = 4u * b + j;
         if (el < per_row) {
-            e[sg * per_row + el] = select(0.0, acc[j], el / p.n < p.noise_tokens);
+            e[row * per_row + el] = select(0.0, v[j], el / p.n < p.noise_tokens);
         }
     }
+}
+
+// One thread per (row, Philox block of the row's T * N elements).
+@compute @workgroup_size(64)
+fn lr_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = (p.tokens * p.n + 3u) / 4u;
+    let i = flat_id(gid, nwg);
+    if (i >= p.rows * blocks) {
+        return;
+    }
+    let r = i / blocks;
+    store_noise(r, i % blocks, summed_noise(r, r + 1u, i % blocks));
+}
+
+// One thread per (segment, Philox block of a row's T * N elements); p.rows = segments.
+@compute @workgroup_size(64)
+fn lr_noise_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = (p.tokens * p.n + 3u) / 4u;
+    let i = flat_id(gid, nwg);
+    if (i >= p.rows * blocks) {
+        return;
+    }
+    let sg = i / blocks;
+    let b = i % blocks;
+    store_noise(sg, b, summed_noise(row_table[p.seg_at + sg], row_table[p.seg_at + sg + 1u], b));
 }
 
 const TILE: u32 = 32u;

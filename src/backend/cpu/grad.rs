@@ -319,14 +319,8 @@ fn accumulate_affine(
                 sb[i] += dyt[i];
             }
         }
-        grad[g_off..g_off + d]
-            .iter_mut()
-            .zip(&sg)
-            .for_each(|(g, &v)| *g += v as f64);
-        grad[b_off..b_off + d]
-            .iter_mut()
-            .zip(&sb)
-            .for_each(|(g, &v)| *g += v as f64);
+        add_f32(&mut grad[g_off..], &sg);
+        add_f32(&mut grad[b_off..], &sb);
         return;
     }
     for (dyt, xt) in rows {
@@ -386,17 +380,16 @@ fn accumulate_through_norm(
         }
     }
     if let Some(b) = b_off {
-        grad[b..b + dout].iter_mut().zip(&s).for_each(|(g, &v)| *g += v as f64);
+        add_f32(&mut grad[b..], &s);
     }
-    grad[g_off..g_off + din]
-        .iter_mut()
-        .zip(&sg)
-        .for_each(|(g, &v)| *g += v as f64);
-    grad[be_off..be_off + din]
-        .iter_mut()
-        .zip(&sb)
-        .for_each(|(g, &v)| *g += v as f64);
+    add_f32(&mut grad[g_off..], &sg);
+    add_f32(&mut grad[be_off..], &sb);
     scratch.give(m);
+}
+
+/// `acc[i] += v[i]` for `i < v.len()`: f32 partial sums joining the f64 gradient.
+fn add_f32(acc: &mut [f64], v: &[f32]) {
+    acc.iter_mut().zip(v).for_each(|(a, &v)| *a += v as f64);
 }
 
 /// `G_W[o, i] += sum_t e[t, o] u[t, i]`, `G_b[o] += sum_t e[t, o]` at the given offsets.
@@ -417,16 +410,14 @@ fn accumulate_outer(
     if kernels == Kernels::Gemm && t >= GEMM_MIN_ROWS {
         let mut g = scratch.zeros(dout * din);
         sgemm((dout, t, din), 1.0, (e, 1, dout), (u, din, 1), 0.0, (&mut g, din, 1));
-        for (acc, &v) in grad[w_off..w_off + dout * din].iter_mut().zip(&g) {
-            *acc += v as f64;
-        }
+        add_f32(&mut grad[w_off..], &g);
         scratch.give(g);
         if let Some(b) = b_off {
             let mut sb = vec![0.0f32; dout];
             for et in e.chunks_exact(dout) {
                 sb.iter_mut().zip(et).for_each(|(s, &v)| *s += v);
             }
-            grad[b..b + dout].iter_mut().zip(&sb).for_each(|(g, &v)| *g += v as f64);
+            add_f32(&mut grad[b..], &sb);
         }
         return;
     }

@@ -155,32 +155,21 @@ pub(super) fn record_lr(
         let site_id = ParamTable::site_id(kept.site);
         let noise_tokens = lr_noise_tokens(kept.site, model.ids.layers.len(), model.config.seq_len());
         // `m`: the rows of the products (runs when they share an input).
-        let (m, e) = match firsts {
-            Some(_) => {
-                let m = bounds.len() - 1;
-                let e = e_all.view(&[m, tokens, n])?;
-                let op = ops::lr_noise_sum(
-                    plan.seed,
-                    plan.step,
-                    site_id,
-                    &table,
-                    rows,
-                    m,
-                    tokens,
-                    noise_tokens,
-                    n,
-                    &e,
-                );
-                ops.push(op?);
-                (m, e)
-            }
-            None => {
-                let e = e_all.view(&[rows, tokens, n])?;
-                let op = ops::lr_noise(plan.seed, plan.step, site_id, &table, rows, tokens, noise_tokens, n, &e);
-                ops.push(op?);
-                (rows, e)
-            }
-        };
+        let segments = firsts.map(|_| bounds.len() - 1);
+        let m = segments.unwrap_or(rows);
+        let e = e_all.view(&[m, tokens, n])?;
+        let rows_in = (rows, segments);
+        ops.push(ops::lr_noise(
+            plan.seed,
+            plan.step,
+            site_id,
+            &table,
+            rows_in,
+            tokens,
+            noise_tokens,
+            n,
+            &e,
+        )?);
         // `src` ([rows, tokens, k]) as the products read it: one row per run when shared.
         let mut rows_of = |src: &GpuTensor, what: &'static str| -> Result<GpuTensor> {
             let src = src.view(&[rows, tokens, k])?;

@@ -55,71 +55,31 @@ fn check_slice(op: &'static str, g: &GpuTensor, out_off: usize, len: usize) -> R
 
 /// LR noise of one linear site for a chunk of rows, scaled per row:
 /// `e[r, t, o] = c_r * Stream::lr(seed, step, site, id_r)(t * N + o)` for `t < noise_tokens`, else 0.
-/// `row_table: [rows, 2]` u32 `(c_r as bits, id_r)`; `e: [rows, tokens, N]`.
+/// `row_table: [rows, 2]` u32 `(c_r as bits, id_r)`. With `segments = Some(s)`, rows that read
+/// one input are summed: `e[s, t, o] = sum_{r in segment s} ...`, the `s + 1` segment bounds
+/// (chunk rows, the last `rows`) following in `row_table` from word `2 rows`.
+/// `e: [rows or segments, tokens, N]`.
 #[allow(clippy::too_many_arguments)]
 pub fn lr_noise(
     seed: u64,
     step: u32,
     site: u32,
     row_table: &wgpu::Buffer,
-    rows: usize,
+    (rows, segments): (usize, Option<usize>),
     tokens: usize,
     noise_tokens: usize,
     n: usize,
     e: &GpuTensor,
 ) -> Result<Op> {
     const OP: &str = "lr_noise";
-    expect_numel(OP, "e", e, rows * tokens * n)?;
-    if row_table.size() < rows as u64 * 8 {
-        return Err(shape_err(
-            OP,
-            format!("row table of {} bytes for {rows} rows", row_table.size()),
-        ));
-    }
-    let p = GradParams {
-        seed_lo: seed as u32,
-        seed_hi: (seed >> 32) as u32,
-        step,
-        id: site,
-        rows: to_u32(OP, "rows", rows)?,
-        tokens: to_u32(OP, "tokens", tokens)?,
-        n: to_u32(OP, "n", n)?,
-        noise_tokens: to_u32(OP, "noise_tokens", noise_tokens)?,
-        ..Default::default()
-    };
-    let threads = rows * (tokens * n).div_ceil(4);
-    Ok(grad_op(
-        OP,
-        &p,
-        vec![(1, row_table.clone()), (2, e.buffer.clone())],
-        grid(threads),
-    ))
-}
-
-/// [`lr_noise`] summed over segments of rows that read one input:
-/// `e[s, t, o] = sum_{r in segment s} c_r * eps_r(t * N + o)`. `row_table`: `[rows, 2]` as for
-/// [`lr_noise`], then from word `2 rows` the `segments + 1` segment bounds (chunk rows, the
-/// last `rows`); `e: [segments, tokens, N]`.
-#[allow(clippy::too_many_arguments)]
-pub fn lr_noise_sum(
-    seed: u64,
-    step: u32,
-    site: u32,
-    row_table: &wgpu::Buffer,
-    rows: usize,
-    segments: usize,
-    tokens: usize,
-    noise_tokens: usize,
-    n: usize,
-    e: &GpuTensor,
-) -> Result<Op> {
-    const OP: &str = "lr_noise_sum";
-    expect_numel(OP, "e", e, segments * tokens * n)?;
-    if row_table.size() < (2 * rows + segments + 1) as u64 * 4 {
+    let out_rows = segments.unwrap_or(rows);
+    expect_numel(OP, "e", e, out_rows * tokens * n)?;
+    let words = 2 * rows + segments.map_or(0, |s| s + 1);
+    if row_table.size() < words as u64 * 4 {
         return Err(shape_err(
             OP,
             format!(
-                "row table of {} bytes for {rows} rows in {segments} segments",
+                "row table of {} bytes for {rows} rows ({segments:?} segments)",
                 row_table.size()
             ),
         ));
@@ -129,16 +89,17 @@ pub fn lr_noise_sum(
         seed_hi: (seed >> 32) as u32,
         step,
         id: site,
-        rows: to_u32(OP, "segments", segments)?,
+        rows: to_u32(OP, "rows", out_rows)?,
         tokens: to_u32(OP, "tokens", tokens)?,
         n: to_u32(OP, "n", n)?,
         noise_tokens: to_u32(OP, "noise_tokens", noise_tokens)?,
         seg_at: to_u32(OP, "rows", 2 * rows)?,
         ..Default::default()
     };
-    let threads = segments * (tokens * n).div_ceil(4);
+    let entry = if segments.is_some() { "lr_noise_sum" } else { "lr_noise" };
+    let threads = out_rows * (tokens * n).div_ceil(4);
     Ok(grad_op(
-        "lr_noise_sum",
+        entry,
         &p,
         vec![(1, row_table.clone()), (2, e.buffer.clone())],
         grid(threads),

@@ -16,8 +16,8 @@ mod learn;
 pub use super::encode::{record, submit};
 pub use data::{add, assemble, gather, im2col, loss, rng_normal, rng_raw, EmbedParams};
 pub use learn::{
-    grad_bias, grad_norm, grad_outer, grad_through_norm, lr_noise, lr_noise_sum, optim_update, spsa_grad, ThroughNorm,
-    UpdateRule, NORM_PARTIALS,
+    grad_bias, grad_norm, grad_outer, grad_through_norm, lr_noise, optim_update, spsa_grad, ThroughNorm, UpdateRule,
+    NORM_PARTIALS,
 };
 
 /// Threads per workgroup of the 1-D kernels.
